@@ -1,0 +1,48 @@
+"""The mocokit config: one typed section per concern, loaded from a preset or YAML file plus `key=value` overrides.
+
+    cfg = load_config("v2-cifar10", overrides=["model.queue_size=1024", "train.epochs=5"])
+
+Presets live in `mocokit/presets/*.yaml`; a YAML file may start from one with `base: <preset>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mocokit.config.loader import (
+    ConfigError,
+    apply_overrides,
+    build_dataclass,
+    preset_description,
+    preset_names,
+    read_yaml_tree,
+    to_tree,
+)
+from mocokit.data.config import DataConfig
+from mocokit.models.config import ModelConfig
+
+
+@dataclass
+class Config:
+    name: str = ""  # the preset or file this config came from (names the run folder)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def load_config(source: str | Path, overrides: list[str] | None = None) -> Config:
+    """A preset name or YAML path, then `section.key=value` overrides -> a validated Config.
+    Raises ConfigError with a message naming the bad key or value."""
+    tree = apply_overrides(read_yaml_tree(source), list(overrides or []))
+    tree.setdefault("name", Path(str(source)).stem)
+    return build_dataclass(Config, tree)
+
+
+def config_to_yaml(config: Config) -> str:
+    """The resolved config as YAML; `load_config` on it gives back an equal Config."""
+    return yaml.safe_dump(to_tree(config), sort_keys=False)
+
+
+__all__ = ["Config", "ConfigError", "config_to_yaml", "load_config", "preset_description", "preset_names"]

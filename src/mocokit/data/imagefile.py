@@ -1,0 +1,74 @@
+"""Decoding one image file into an 8-bit RGB picture, whatever its mode.
+
+Promises: `decode_rgb` returns a PIL image in mode "RGB" for every image PIL can read (grayscale, palette with or
+without transparency, RGBA/LA, CMYK, YCbCr, 16-bit and 32-bit integer, float), honours the EXIF orientation, and
+raises `UnreadableImage` (never anything else) for a file that is not a readable image, including truncated files.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Lower-case suffixes of the files treated as images; everything else in a dataset folder is ignored.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm")
+
+_TRANSPARENT_BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
+
+
+class UnreadableImage(Exception):
+    """A file that should be an image could not be decoded."""
+
+
+def is_image_name(name: str) -> bool:
+    """True for a relative path with an image suffix and no hidden part (macOS `._x.jpg`, `.thumbnails/` are skipped)."""
+    hidden = any(part.startswith(".") and part not in (".", "..") for part in name.split("/"))
+    return not hidden and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Decode the bytes of an image file to a fully loaded RGB image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's EXIF/metadata chatter; real failures raise below
+            image = Image.open(io.BytesIO(data))
+            image.load()  # decode now: a truncated file raises here, not later in a worker's transform
+            image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as error:
+        raise UnreadableImage(f"{type(error).__name__}: {error}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a loaded image of any PIL mode to 8-bit RGB."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        # A palette may carry transparency; go through RGBA so that it is composited like an alpha channel.
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _TRANSPARENT_BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _high_depth_to_rgb(image)
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer or float grayscale -> 8-bit RGB by scaling, not clipping (PIL's convert clips)."""
+    pixels = np.asarray(image).astype(np.float64)  # H x W
+    if image.mode == "F":
+        low, high = float(pixels.min()), float(pixels.max())
+        scaled = (pixels - low) / (high - low) * 255.0 if high > low else np.zeros_like(pixels)
+    else:
+        # 16-bit data (also when PIL reports a 16-bit PNG as mode "I") spans 0..65535.
+        full_scale = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        scaled = np.clip(pixels, 0, full_scale) / full_scale * 255.0
+    gray = np.rint(scaled).astype(np.uint8)
+    return Image.fromarray(np.stack([gray] * 3, axis=-1))

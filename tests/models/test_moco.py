@@ -1,0 +1,127 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mocokit.losses import info_nce_with_queue
+from mocokit.models import ModelConfig, build_model
+
+TINY_RESNET = dict(backbone="resnet18", width=0.125, cifar_stem=True)
+TINY_VIT = dict(backbone="vit_tiny", image_size=16, patch_size=8, backbone_args={"depth": 2})
+
+CONFIGS = {
+    "v1": ModelConfig(version="v1", queue_size=50, bn_splits=2, **TINY_RESNET),
+    "v2-symmetric": ModelConfig(version="v2", queue_size=50, bn_splits=2, symmetric=True, **TINY_RESNET),
+    "v3-resnet": ModelConfig(version="v3", hidden_dim=32, dim=16, momentum_schedule="cosine", shuffle_bn=False,
+                             **TINY_RESNET),
+    "v3-vit": ModelConfig(version="v3", hidden_dim=32, dim=16, freeze_patch_embed=True, shuffle_bn=False,
+                          **TINY_VIT),
+}
+
+
+def views(n=8, size=16):
+    return torch.randn(n, 3, size, size), torch.randn(n, 3, size, size)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_gradients_reach_every_query_parameter_and_no_key_parameter(name):
+    model = build_model(CONFIGS[name]).train()
+    model(*views())["loss"].backward()
+    query_side = list(model.encoder.named_parameters()) + list(
+        model.predictor.named_parameters() if model.predictor is not None else []
+    )
+    trainable = [(n, p) for n, p in query_side if p.requires_grad]
+    assert trainable, "no trainable parameters"
+    missing = [n for n, p in trainable if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, f"no gradient for {missing}"
+    assert all(p.grad is None and not p.requires_grad for p in model.momentum_encoder.parameters())
+
+
+def test_momentum_update_happens_before_the_keys_are_computed():
+    cfg = ModelConfig(version="v1", queue_size=32, shuffle_bn=False, **TINY_RESNET)
+    model = build_model(cfg).train()
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # the key encoder is now stale
+    x, _ = views()
+    model(x, x, momentum=0.0)  # m = 0: the update copies the query encoder, so keys must equal the queries
+    assert all(torch.equal(a, b) for a, b in zip(model.encoder.parameters(), model.momentum_encoder.parameters()))
+    expected_keys = F.normalize(model.encoder(x), dim=1)  # train-mode BN: depends only on the batch
+    torch.testing.assert_close(model.queue.keys[:8], expected_keys.detach())
+
+
+def test_symmetric_loss_uses_the_old_queue_for_both_terms_and_enqueues_each_key_once():
+    cfg = ModelConfig(version="v2", queue_size=40, symmetric=True, shuffle_bn=False, **TINY_RESNET)
+    model = build_model(cfg).train()
+    reference = copy.deepcopy(model)
+    x1, x2 = views()
+    loss = model(x1, x2)["loss"]
+
+    with torch.no_grad():  # the same step by hand on the copy
+        for k, q in zip(reference.momentum_encoder.parameters(), reference.encoder.parameters()):
+            k.mul_(cfg.momentum).add_(q, alpha=1 - cfg.momentum)
+        q1, q2 = (F.normalize(reference.encoder(x), dim=1) for x in (x1, x2))
+        k1, k2 = (F.normalize(reference.momentum_encoder(x), dim=1) for x in (x1, x2))
+        old_queue = reference.queue.keys.clone()
+    expected = (info_nce_with_queue(q1, k2, old_queue, cfg.temperature)[0]
+                + info_nce_with_queue(q2, k1, old_queue, cfg.temperature)[0])
+    torch.testing.assert_close(loss.detach(), expected)
+    assert int(model.queue.ptr) == 16  # 2N keys, once each
+    torch.testing.assert_close(model.queue.keys[:16], torch.cat([k1, k2]))
+    torch.testing.assert_close(model.queue.keys[16:], old_queue[16:])
+
+
+def test_queue_wraps_inside_the_model_for_batches_that_do_not_divide_k():
+    model = build_model(ModelConfig(version="v2", queue_size=20, bn_splits=2, **TINY_RESNET)).train()
+    for _ in range(3):
+        model(*views(n=6))
+    assert int(model.queue.ptr) == 18 % 20
+    model(*views(n=6))
+    assert int(model.queue.ptr) == 24 % 20
+
+
+def test_eval_mode_computes_the_loss_without_changing_state():
+    model = build_model(CONFIGS["v2-symmetric"])
+    model.train()
+    model(*views())
+    model.eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        out = model(*views())
+    assert torch.isfinite(out["loss"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def train_steps(model, optimiser, batches):
+    losses = []
+    for x1, x2 in batches:
+        out = model(x1, x2)
+        optimiser.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimiser.step()
+        losses.append(out["loss"].item())
+    return losses
+
+
+@pytest.mark.parametrize("name", ["v2-symmetric", "v3-resnet"])
+def test_a_reloaded_model_continues_identically(name):
+    batches = [views() for _ in range(4)]
+    model = build_model(CONFIGS[name]).train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_steps(model, optimiser, batches[:2])
+    saved_model, saved_optim = copy.deepcopy(model.state_dict()), copy.deepcopy(optimiser.state_dict())
+    if model.queue is not None:
+        assert "queue.keys" in saved_model and "queue.ptr" in saved_model
+    rng = torch.get_rng_state()
+    expected = train_steps(model, optimiser, batches[2:])
+
+    torch.manual_seed(123)  # a different initialisation, overwritten by the checkpoint
+    restored = build_model(CONFIGS[name]).train()
+    restored.load_state_dict(saved_model)
+    restored_optim = torch.optim.SGD(restored.parameters(), lr=0.1, momentum=0.9)
+    restored_optim.load_state_dict(saved_optim)
+    torch.set_rng_state(rng)  # shuffle BN draws permutations from the global RNG
+    assert train_steps(restored, restored_optim, batches[2:]) == expected
+    for (key, a), b in zip(model.state_dict().items(), restored.state_dict().values()):
+        assert torch.equal(a, b), key
