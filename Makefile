@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 # torch/torchvision are pinned to the builds this project is tested with (they also install offline on our CI machines).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
+# The demo reads CIFAR-10 from the shared JPEG archive when it is there, else torchvision downloads it.
+CIFAR_TAR := ../shared/data/cifar10-jpg.tar.gz
+DEMO_DATA := $(if $(wildcard $(CIFAR_TAR)),data.path=$(CIFAR_TAR),data.path=cifar10 data.download=true)
+
 .PHONY: install install-dev demo test bench lint clean
 
 $(BIN)/python:
@@ -23,6 +27,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/mocokit pretrain demo $(DEMO_DATA) $(ARGS)
 
 test: install-dev
 	$(BIN)/python -m pytest -q

@@ -45,7 +45,8 @@ def test_full_width_resnet_state_dict_loads_into_torchvision(name):
 
 def test_zero_init_residual_zeroes_the_last_bn_of_each_block():
     net = ResNet("resnet50", width=0.25, zero_init_residual=True)
-    assert all(float(block.bn3.weight.detach().abs().sum()) == 0 for stage in (net.layer1, net.layer4) for block in stage)
+    last_bns = [block.bn3.weight.detach() for stage in (net.layer1, net.layer4) for block in stage]
+    assert all(float(w.abs().sum()) == 0 for w in last_bns)
     assert float(ResNet("resnet18", zero_init_residual=False).layer1[0].bn2.weight.detach().sum()) > 0
 
 

@@ -22,6 +22,7 @@ from mocokit.config.loader import (
     to_tree,
 )
 from mocokit.data.config import DataConfig
+from mocokit.engine.config import MonitorConfig, OptimConfig, RunConfig, TrainConfig
 from mocokit.models.config import ModelConfig
 
 
@@ -30,6 +31,18 @@ class Config:
     name: str = ""  # the preset or file this config came from (names the run folder)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    resume: str = "auto"  # auto: continue from run.dir's last checkpoint if there is one; none; or a checkpoint path
+
+    def __post_init__(self) -> None:
+        if self.train.batch_size % max(self.model.bn_splits, 1):
+            raise ValueError(
+                f"train.batch_size={self.train.batch_size} must be a multiple of model.bn_splits="
+                f"{self.model.bn_splits} (each BatchNorm group gets an equal share of the batch)"
+            )
 
 
 def load_config(source: str | Path, overrides: list[str] | None = None) -> Config:

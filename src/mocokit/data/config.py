@@ -21,14 +21,20 @@ class DataConfig:
     image_size: int = 224  # crop side of the augmented views
     num_workers: int = 2  # DataLoader worker processes for decoding and per-image augmentation
     root: str = ".data"  # torchvision downloads and the decompressed copy of .tar.gz archives live here
-    labels: LabelMode = "auto"  # auto: class folders when no image sits at the top; folders: force; none: unlabelled
+    labels: LabelMode = (
+        "auto"  # auto: class folders when no image sits at the top; folders: force; none: unlabelled
+    )
     in_memory: bool | None = None  # decode every image once and keep uint8 pixels in RAM; None: when it fits
     memory_budget_mb: int = 4096  # in_memory=None uses memory when the estimated decoded size is at most this
-    augment: AugmentBackend = "per_image"  # per_image: torchvision in workers; batched: whole batch on the device
+    augment: AugmentBackend = (
+        "per_image"  # per_image: torchvision in workers; batched: whole batch on the device
+    )
     # batched: side of the square uint8 image each item is resized to before the batch is augmented on the device;
     # None: the image's own side when all images share one square size (CIFAR, STL-10), else round(S * 256 / 224)
     batched_source_size: int | None = None
-    max_bad_fraction: float = 0.01  # unreadable images are skipped with a warning; more than this share is an error
+    max_bad_fraction: float = (
+        0.01  # unreadable images are skipped with a warning; more than this share is an error
+    )
 
     def __post_init__(self) -> None:
         if self.image_size < 1:
@@ -46,6 +52,8 @@ class DataConfig:
         if self.augment not in ("per_image", "batched"):
             raise ValueError(f"data.augment must be per_image or batched, got {self.augment!r}")
         if self.recipe not in recipe_names():
-            raise ValueError(f"data.recipe: unknown recipe {self.recipe!r}; valid recipes: {', '.join(recipe_names())}")
+            raise ValueError(
+                f"data.recipe: unknown recipe {self.recipe!r}; valid recipes: {', '.join(recipe_names())}"
+            )
         if not self.root:
             raise ValueError("data.root must be a folder path, got an empty string")

@@ -14,7 +14,20 @@ import numpy as np
 from PIL import Image, ImageOps
 
 # Lower-case suffixes of the files treated as images; everything else in a dataset folder is ignored.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+)
 
 _TRANSPARENT_BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 
@@ -24,7 +37,7 @@ class UnreadableImage(Exception):
 
 
 def is_image_name(name: str) -> bool:
-    """True for a relative path with an image suffix and no hidden part (macOS `._x.jpg`, `.thumbnails/` are skipped)."""
+    """True for a relative path with an image suffix and no hidden part (macOS `._x.jpg`, `.thumbnails/` skipped)."""
     hidden = any(part.startswith(".") and part not in (".", "..") for part in name.split("/"))
     return not hidden and name.lower().endswith(IMAGE_EXTENSIONS)
 

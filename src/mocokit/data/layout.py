@@ -27,7 +27,9 @@ class SplitLayout:
     classes: list[str]
 
 
-def find_layout(files: list[str], dirs: list[str], where: str, labels: str = "auto") -> dict[str, SplitLayout]:
+def find_layout(
+    files: list[str], dirs: list[str], where: str, labels: str = "auto"
+) -> dict[str, SplitLayout]:
     """Split name -> layout, from every file path and folder path (relative, '/'-separated) of a dataset.
 
     Non-image files are ignored. Raises DataError, naming `where`, for a dataset with no images or a class folder
@@ -47,7 +49,8 @@ def find_layout(files: list[str], dirs: list[str], where: str, labels: str = "au
     tops = {path.split("/", 1)[0] for path in images if "/" in path}
     has_splits = "train" in tops and bool({"val", "test"} & tops)
     if not has_splits:
-        return {"train": _split_layout(images, dirs, where, labels)}
+        layout = _split_layout(images, dirs, f"{where}/{prefix}".rstrip("/"), labels)
+        return {"train": SplitLayout([prefix + p for p in layout.paths], layout.labels, layout.classes)}
     layouts = {}
     for split in SPLIT_NAMES:
         head = split + "/"
@@ -55,7 +58,9 @@ def find_layout(files: list[str], dirs: list[str], where: str, labels: str = "au
         if inside:
             sub_dirs = [d[len(head) :] for d in dirs if d.startswith(head)]
             layout = _split_layout(inside, sub_dirs, f"{where}/{prefix}{split}", labels)
-            layouts[split] = SplitLayout([prefix + head + p for p in layout.paths], layout.labels, layout.classes)
+            layouts[split] = SplitLayout(
+                [prefix + head + p for p in layout.paths], layout.labels, layout.classes
+            )
     return layouts
 
 

@@ -26,15 +26,28 @@ CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 class ViewRecipe:
     """The random operations that turn one image into one view, with their parameters."""
 
-    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop: range of the crop's share of the image area
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop: range of the crop's aspect ratio w/h
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # ColorJitter brightness, contrast, saturation, hue
+    crop_scale: tuple[float, float] = (
+        0.2,
+        1.0,
+    )  # RandomResizedCrop: range of the crop's share of the image area
+    crop_ratio: tuple[float, float] = (
+        3 / 4,
+        4 / 3,
+    )  # RandomResizedCrop: range of the crop's aspect ratio w/h
+    jitter: tuple[float, float, float, float] = (
+        0.4,
+        0.4,
+        0.4,
+        0.1,
+    )  # ColorJitter brightness, contrast, saturation, hue
     jitter_p: float = 0.8  # probability that the colour jitter is applied (1.0: always, as in v1)
     grayscale_p: float = 0.2  # probability of converting to grayscale (kept 3-channel)
     grayscale_first: bool = False  # v1 converts to grayscale before the jitter; v2 and v3 after
     blur_p: float = 0.0  # probability of a Gaussian blur
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # blur sigma drawn uniformly from this range, in pixels
-    blur_kernel_fraction: float = 0.1  # blur kernel side, as a share of the crop side (rounded to the nearest odd)
+    blur_kernel_fraction: float = (
+        0.1  # blur kernel side, as a share of the crop side (rounded to the nearest odd)
+    )
     solarize_p: float = 0.0  # probability of solarizing (inverting pixels >= solarize_threshold)
     solarize_threshold: int = 128  # on the 0..255 scale
     flip_p: float = 0.5  # probability of a horizontal flip
@@ -96,7 +109,7 @@ def _v2(name: str, size: int, small: bool) -> Recipe:
 
 def _v3(name: str, size: int, small: bool, crop_min: float) -> Recipe:
     # facebookresearch/moco-v3 main_moco.py, augmentation1 / augmentation2 (BYOL's asymmetric pair).
-    common = dict(crop_scale=(crop_min, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8)
+    common = {"crop_scale": (crop_min, 1.0), "jitter": (0.4, 0.4, 0.2, 0.1), "jitter_p": 0.8}
     view1 = ViewRecipe(**common, blur_p=0.0 if small else 1.0)
     view2 = ViewRecipe(**common, blur_p=0.0 if small else 0.1, solarize_p=0.2)
     return Recipe(
@@ -123,7 +136,10 @@ def _small_note(recipe: Recipe) -> Recipe:
 
 
 def _mid_note(recipe: Recipe) -> Recipe:
-    note = "64-96 px variant (STL-10, downsampled ImageNet): the blur kernel stays near 10% of the side. " + _BLUR_NOTE
+    note = (
+        "64-96 px variant (STL-10, downsampled ImageNet): the blur kernel stays near 10% of the side. "
+        + _BLUR_NOTE
+    )
     return dataclasses.replace(recipe, notes=note)
 
 

@@ -11,7 +11,7 @@ Version = Literal["v1", "v2", "v3"]
 @dataclass
 class ModelConfig:
     version: Version = "v2"  # v1: linear head; v2: MLP head; v3: projector + predictor, batch negatives
-    # Backbone: resnet18/34/50/101/152, wide_resnet50_2, vit_tiny/vit_small/vit_base, or `timm:<name>` for any timm model.
+    # resnet18/34/50/101/152, wide_resnet50_2, vit_tiny/vit_small/vit_base/vit_large, or `timm:<name>` (any timm model)
     backbone: str = "resnet50"
     backbone_args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for timm backbones
     cifar_stem: bool = False  # ResNet: 3x3 stride-1 first conv and no max-pool, for 32-96 px images

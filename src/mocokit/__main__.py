@@ -1,0 +1,5 @@
+import sys
+
+from mocokit.cli import main
+
+sys.exit(main())

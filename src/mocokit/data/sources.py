@@ -1,0 +1,140 @@
+"""Image sources: the images of one split, whatever `data.path` names, behind one small interface.
+
+A source has `paths` (each item's source name: relative path, archive member or `cifar10/train/00042`),
+`labels` (-1: unlabelled), `classes` (empty when unlabelled), `where` (for messages), `__len__`, and
+`read(i) -> PIL RGB image` which raises `UnreadableImage` for a file that cannot be decoded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from mocokit.data.archive import TarReader, index_archive, is_archive_path
+from mocokit.data.config import DataConfig
+from mocokit.data.errors import DataError
+from mocokit.data.imagefile import UnreadableImage, decode_rgb
+from mocokit.data.layout import SplitLayout, find_layout
+from mocokit.data.named import NAMED_DATASETS, load_named, named_splits
+
+
+class ImageSource(Protocol):
+    paths: list[str]
+    labels: list[int]
+    classes: list[str]
+    where: str
+
+    def __len__(self) -> int: ...
+
+    def read(self, index: int) -> Image.Image: ...
+
+
+class FileSource:
+    """Encoded image files, read by a function from a name to bytes (a folder or a tar archive)."""
+
+    def __init__(self, layout: SplitLayout, read_bytes: Any, where: str) -> None:
+        self.paths, self.labels, self.classes = layout.paths, layout.labels, layout.classes
+        self.where = where
+        self._read_bytes = read_bytes  # picklable callable: relative path -> bytes
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read_bytes(self, index: int) -> bytes:
+        try:
+            return self._read_bytes(self.paths[index])
+        except OSError as error:
+            raise UnreadableImage(f"{type(error).__name__}: {error}") from None
+
+    def read(self, index: int) -> Image.Image:
+        return decode_rgb(self.read_bytes(index))
+
+
+class FolderFiles:
+    """Reads files below a folder (picklable, for DataLoader workers)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, relative: str) -> bytes:
+        return (self.root / relative).read_bytes()
+
+
+class ArraySource:
+    """Decoded uint8 pixels held in memory (or memory-mapped): `pixels[i]` is one H x W x 3 array or tensor."""
+
+    def __init__(
+        self, pixels: Any, labels: list[int], classes: list[str], paths: list[str], where: str
+    ) -> None:
+        self.pixels, self.labels, self.classes, self.paths, self.where = pixels, labels, classes, paths, where
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read_array(self, index: int) -> np.ndarray:
+        return np.asarray(self.pixels[index])  # H x W x 3 uint8
+
+    def read(self, index: int) -> Image.Image:
+        return Image.fromarray(self.read_array(index))
+
+    def square_size(self) -> int | None:
+        """The common side when every image is square and of one size (known without reading), else None."""
+        shape = getattr(self.pixels, "shape", None)
+        if shape is not None and len(shape) == 4 and shape[1] == shape[2]:
+            return int(shape[1])
+        return None
+
+
+def available_splits(cfg: DataConfig) -> list[str]:
+    """The split names `data.path` offers, e.g. ["train", "test"] (a folder without splits: ["train"])."""
+    if cfg.path in NAMED_DATASETS:
+        return named_splits(cfg.path)
+    return list(_scan(cfg)[0])
+
+
+def open_source(cfg: DataConfig, split: str) -> FileSource | ArraySource:
+    """The images of `split` of the dataset `data.path` names (no decoding happens here)."""
+    if not cfg.path:
+        raise DataError(
+            "data.path is empty; set it to a folder, a .tar/.tar.gz archive, or cifar10/cifar100/stl10"
+        )
+    if cfg.path in NAMED_DATASETS:
+        named = load_named(cfg.path, split, Path(cfg.root), cfg.download)
+        paths = [f"{named.name}/{i:06d}" for i in range(len(named.labels))]
+        labels = named.labels if cfg.labels != "none" else [-1] * len(named.labels)
+        classes = named.classes if cfg.labels != "none" else []
+        return ArraySource(named.pixels, labels, classes, paths, named.name)
+    layouts, read_bytes = _scan(cfg)
+    if split not in layouts:
+        raise DataError(
+            f"split {split!r} not found in {cfg.path}; it has {', '.join(layouts)}. Use a root with train/ and "
+            "test/ (or val/) folders to evaluate on held-out images."
+        )
+    return FileSource(layouts[split], read_bytes, f"{cfg.path} ({split})")
+
+
+def _scan(cfg: DataConfig) -> tuple[dict[str, SplitLayout], TarReader | FolderFiles]:
+    """The layout of a folder or archive, and the picklable function that reads one of its files."""
+    path = Path(cfg.path).expanduser()
+    if cfg.download:
+        raise DataError(f"data.download=true only applies to {', '.join(NAMED_DATASETS)}, not to {cfg.path}")
+    if is_archive_path(cfg.path):
+        index = index_archive(path, Path(cfg.root).expanduser())
+        return find_layout(list(index.members), index.dirs, str(path), cfg.labels), TarReader(index)
+    if not path.is_dir():
+        raise DataError(
+            f"data.path {cfg.path!r} is neither a folder, a .tar/.tar.gz archive, nor one of "
+            f"{', '.join(NAMED_DATASETS)}; check the path"
+        )
+    files, dirs = [], []
+    for folder, subdirs, names in os.walk(path, followlinks=True):
+        subdirs.sort()
+        relative = os.path.relpath(folder, path).replace(os.sep, "/")
+        prefix = "" if relative == "." else relative + "/"
+        dirs.extend(prefix + d for d in subdirs)
+        files.extend(prefix + n for n in names)
+    return find_layout(files, dirs, str(path), cfg.labels), FolderFiles(path)

@@ -1,0 +1,97 @@
+"""The training sections of a mocokit config: `optim:`, `train:`, `run:` and `monitor:`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "lars", "adamw"] = "sgd"  # v1/v2: SGD; v3 ResNet: LARS; v3 ViT: AdamW
+    lr: float = 0.03  # base learning rate at a global batch of 256 (see scale_lr)
+    scale_lr: bool = True  # linear scaling rule: lr = base lr × global batch / 256 (logged as the derived value)
+    momentum: float = 0.9  # SGD and LARS momentum
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (v3 ViT: 0.9, 0.95)
+    weight_decay: float = 1e-4
+    # No weight decay for biases and normalisation parameters (1-D tensors). LARS always excludes them from both
+    # weight decay and trust-ratio scaling, as the reference does.
+    no_decay_bias_and_norm: bool = False
+    lars_trust: float = 0.001  # LARS trust coefficient η
+    schedule: Literal["cosine", "step", "constant"] = "cosine"  # per iteration, after the warm-up
+    warmup_epochs: float = 0.0  # linear warm-up from 0 (v3: 10 for ResNet, 40 for ViT)
+    milestones: list[float] = field(default_factory=list)  # step schedule: epochs where lr is multiplied by gamma
+    gamma: float = 0.1  # step schedule factor
+    grad_clip: float | None = None  # clip the global gradient norm to this value (None: no clipping)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"optim.momentum must be in [0, 1), got {self.momentum}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"optim.grad_clip must be > 0 or null, got {self.grad_clip}")
+        if self.schedule == "step" and not self.milestones:
+            raise ValueError("optim.schedule=step needs optim.milestones, e.g. [120, 160]")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 256  # global batch size: summed over all processes
+    seed: int = 0
+    deterministic: bool = False  # seeded, deterministic kernels: a resumed run ends with the same weights
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:1, ...
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA GPUs that have it, else fp32
+    channels_last: bool = False  # NHWC memory format for convolutional backbones (faster on GPUs with AMP)
+    compile: bool = False  # torch.compile the model (compile time is reported)
+    threads: int | None = None  # CPU threads for PyTorch (None: PyTorch's default)
+    stop_at_step: int | None = None  # end early after this global step, as if interrupted (the run can resume)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.stop_at_step is not None and self.stop_at_step < 1:
+            raise ValueError(f"train.stop_at_step must be >= 1 or null, got {self.stop_at_step}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"train.threads must be >= 1 or null, got {self.threads}")
+
+
+@dataclass
+class RunConfig:
+    dir: str = ""  # run folder; empty: runs/<config name>-<timestamp>
+    checkpoint_every_steps: int = 0  # also write `last` every N steps (0: only at the end of each epoch)
+    keep_every_epochs: int = 0  # keep a copy of the checkpoint every M epochs (0: keep only `last`)
+    log_every_steps: int = 10  # a step record in metrics.jsonl every N steps
+    tensorboard: bool = True
+    progress: bool | None = None  # progress bar; None: only when printing to a terminal
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint_every_steps", "keep_every_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"run.{name} must be >= 0, got {getattr(self, name)}")
+        if self.log_every_steps < 1:
+            raise ValueError(f"run.log_every_steps must be >= 1, got {self.log_every_steps}")
+
+
+@dataclass
+class MonitorConfig:
+    knn_every_epochs: int = 1  # online kNN accuracy every N epochs (0: never); needs a labelled test split
+    knn_k: int = 200  # neighbours
+    knn_temperature: float = 0.1  # τ in the weights exp(similarity / τ)
+    knn_bank_size: int | None = None  # use at most this many training images as the feature bank (None: all)
+    knn_query_size: int | None = None  # evaluate at most this many test images (None: all)
+    knn_baseline: bool = True  # also measure the random-initialisation kNN once, before training
+
+    def __post_init__(self) -> None:
+        if self.knn_every_epochs < 0:
+            raise ValueError(f"monitor.knn_every_epochs must be >= 0, got {self.knn_every_epochs}")
+        if self.knn_k < 1:
+            raise ValueError(f"monitor.knn_k must be >= 1, got {self.knn_k}")
+        if self.knn_temperature <= 0:
+            raise ValueError(f"monitor.knn_temperature must be > 0, got {self.knn_temperature}")

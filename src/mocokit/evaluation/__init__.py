@@ -1,0 +1,1 @@
+"""Evaluation of pretrained encoders: pure functions over features, separate from feature extraction."""

@@ -1,0 +1,235 @@
+"""The run folder's `report.html`: one self-contained page (inline CSS, PNGs as base64 data URIs, no scripts,
+no external resources) with the run's final numbers, its curves and its resolved config.
+
+Everything read from the run folder (config values, layer names, the run name) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mocokit.reporting.metrics import METRICS_FILE, Metrics, read_metrics
+from mocokit.reporting.plots import PLOTS_DIR, draw_plots
+from mocokit.reporting.summary import RunSummary, summarize
+
+REPORT_FILE = "report.html"
+CONFIG_FILE = "config.yaml"
+CAPTIONS = {  # plot file -> (heading, what to look for)
+    "loss.png": (
+        "Loss and instance-discrimination accuracy",
+        ("Thin line: logged steps; thick segments: each epoch's mean. A loss stuck at log(K+1) with accuracy "
+         "near 1/(K+1) means the encoder is not learning."),
+    ),
+    "lr_momentum.png": ("Learning rate and momentum", "The schedules actually applied, per logged step."),
+    "knn.png": (
+        "kNN accuracy",
+        ("Weighted kNN on the test split after each measured epoch. Features that collapse show as a dip or "
+         "a fall towards the random-initialisation line."),
+    ),
+    "grad_norms.png": (
+        "Gradient norms",
+        ("Per watched layer, log scale; red circles mark spikes. In an unstable ViT run, spikes in the first "
+         "(patch embedding) and last layers come with loss jumps and kNN dips."),
+    ),
+}
+MISSING_PLOT = {  # plot file -> why it may be absent
+    "knn.png": ("No kNN accuracy measured yet (no epoch finished, monitor.knn_every_epochs = 0, or the "
+                "dataset has no labelled test split)."),
+    "grad_norms.png": "No gradient norms logged.",
+    "loss.png": "No loss logged yet.",
+    "lr_momentum.png": "No learning rate or momentum logged yet.",
+}
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1f2328;
+       background: #f6f8fa; line-height: 1.45; }
+main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
+h1 { margin: 0 0 4px; font-size: 1.7em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; }
+h3 { margin: 1.2em 0 0.3em; font-size: 1.05em; }
+.meta { color: #57606a; margin: 0; }
+.badge { display: inline-block; padding: 2px 10px; border-radius: 12px; font-size: 0.85em; font-weight: 600;
+         margin-left: 8px; vertical-align: middle; }
+.badge.completed { background: #dafbe1; color: #116329; }
+.badge.partial { background: #fff8c5; color: #7d4e00; }
+.badge.diverged { background: #ffebe9; color: #a40e26; }
+table { border-collapse: collapse; margin: 8px 0; }
+th, td { text-align: left; padding: 4px 14px 4px 8px; border-bottom: 1px solid #eaeef2; vertical-align: top; }
+th { font-weight: 600; color: #424a53; }
+td.number { font-variant-numeric: tabular-nums; }
+table.config td:first-child { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; color: #424a53; }
+table.config td:last-child { font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
+                             word-break: break-all; }
+figure { margin: 16px 0 28px; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
+figcaption { color: #57606a; font-size: 0.9em; margin-top: 4px; }
+.note { color: #57606a; font-style: italic; }
+pre { background: #f6f8fa; padding: 12px; overflow-x: auto; font-size: 0.88em; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.2f}%"
+
+
+def _float(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.{digits}f}"
+
+
+def _local_time(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _final_numbers(summary: RunSummary) -> list[tuple[str, str]]:
+    """(label, formatted value) rows of the final-numbers table; rows that do not apply are left out."""
+    rows = [("Last loss", _float(summary.last_loss)),
+            ("Last instance-discrimination top-1", _percent(summary.last_accuracy))]
+    if summary.knn_top1 is not None:
+        at = f" (epoch {summary.knn_epoch})" if summary.knn_epoch is not None else ""
+        rows += [(f"kNN top-1{at}", _percent(summary.knn_top1)),
+                 (f"kNN top-5{at}", _percent(summary.knn_top5))]
+    if summary.baseline_top1 is not None:
+        rows += [("kNN top-1 at random init", _percent(summary.baseline_top1))]
+        if summary.baseline_top5 is not None:
+            rows += [("kNN top-5 at random init", _percent(summary.baseline_top5))]
+    if summary.knn_gain is not None:
+        rows += [("kNN top-1 gain over random init", f"{summary.knn_gain * 100:+.2f} pts")]
+    throughput = summary.mean_images_per_s
+    rows += [("Epochs completed", str(summary.epochs)), ("Steps", str(summary.steps)),
+             ("Minutes", _float(summary.minutes, 1)),
+             ("Mean throughput", "—" if throughput is None else f"{throughput:,.0f} images/s")]
+    if summary.first_nonfinite_loss_step is not None:
+        rows += [("First non-finite loss", f"step {summary.first_nonfinite_loss_step}")]
+    return rows
+
+
+def _status(summary: RunSummary, finished: bool) -> tuple[str, str]:
+    """(css class, text) of the badge next to the run name."""
+    if summary.first_nonfinite_loss_step is not None:
+        return "diverged", f"diverged at step {summary.first_nonfinite_loss_step}"
+    return ("completed", "completed") if finished else ("partial", "not finished")
+
+
+def _config_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    flow = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10_000)
+    return flow.strip().removesuffix("...").strip()  # a bare scalar is dumped with a document end marker
+
+
+def _read_config(config_path: Path) -> tuple[str | None, Any]:
+    """(the file's text, its parsed YAML); (None, None) when missing, (text, None) when not valid YAML."""
+    if not config_path.is_file():
+        return None, None
+    text = config_path.read_text(encoding="utf-8", errors="replace")
+    try:
+        return text, yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text, None
+
+
+def _config_section(text: str | None, tree: Any) -> str:
+    """The resolved config as one table per section, or the raw text in a <pre> when not a YAML mapping."""
+    if text is None:
+        return f'<p class="note">{_e(CONFIG_FILE)} not found in the run folder.</p>'
+    if not isinstance(tree, dict):
+        return f"<pre>{_e(text)}</pre>"
+    general = {key: value for key, value in tree.items() if not isinstance(value, dict)}
+    sections = [("general", general)] if general else []
+    sections += [(key, value) for key, value in tree.items() if isinstance(value, dict)]
+    parts = []
+    for name, section in sections:
+        rows = "".join(f"<tr><td>{_e(key)}</td><td>{_e(_config_value(value))}</td></tr>"
+                       for key, value in section.items())
+        parts.append(f'<h3>{_e(name)}</h3>\n<table class="config">{rows}</table>')
+    return "\n".join(parts)
+
+
+def _figure(path: Path) -> str:
+    heading, caption = CAPTIONS.get(path.name, (path.stem, ""))
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f"<h3>{_e(heading)}</h3>\n"
+            f'<figure><img src="data:image/png;base64,{data}" alt="{_e(heading)}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def render_report(run_dir: Path, metrics: Metrics, plots: list[Path]) -> str:
+    """The report page for the run in `run_dir` with records `metrics`, embedding the given PNG files."""
+    has_records = any(metrics.values())
+    summary = summarize(metrics)
+    config_text, config = _read_config(run_dir / CONFIG_FILE)
+    name = run_dir.resolve().name
+    facts = [f"config {config['name']}"] if isinstance(config, dict) and config.get("name") else []
+    if summary.started is not None:
+        facts.append(f"started {_local_time(summary.started)}")
+    facts += [f"report written {_local_time(datetime.datetime.now().timestamp())}", str(run_dir)]
+    meta = f'<p class="meta">{" · ".join(_e(fact) for fact in facts)}</p>'
+    if has_records:
+        badge_class, badge_text = _status(summary, finished=bool(metrics.get("final")))
+        badge = f'<span class="badge {badge_class}">{_e(badge_text)}</span>'
+        rows = "".join(f'<tr><th>{_e(label)}</th><td class="number">{_e(value)}</td></tr>'
+                       for label, value in _final_numbers(summary))
+        numbers = f"<table>{rows}</table>"
+        drawn = {path.name: path for path in plots}
+        curves = "\n".join(_figure(drawn[n]) if n in drawn else
+                           f'<h3>{_e(CAPTIONS[n][0])}</h3>\n<p class="note">{_e(MISSING_PLOT[n])}</p>'
+                           for n in CAPTIONS)
+    else:
+        badge = '<span class="badge partial">no metrics yet</span>'
+        numbers = f'<p class="note">No metrics yet: {_e(METRICS_FILE)} is missing or holds no records.</p>'
+        curves = '<p class="note">No metrics yet, so no curves.</p>'
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>mocokit run {_e(name)}</title>
+<style>{CSS}</style>
+</head>
+<body>
+<main>
+<h1>{_e(name)}{badge}</h1>
+{meta}
+<h2>Final numbers</h2>
+{numbers}
+<h2>Curves</h2>
+{curves}
+<h2>Resolved config</h2>
+{_config_section(config_text, config)}
+</main>
+</body>
+</html>
+"""
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write `run_dir/plots/*.png` (see `write_plots`) and `run_dir/report.html`; return the report's path.
+
+    Promises: the page references no external resource (images are data URIs, CSS is inline, no scripts);
+    all text from the run folder is HTML-escaped; it works for an empty or missing metrics file ("no metrics
+    yet"), for a run with a few steps and no epoch, and for a missing config.yaml. The file is replaced
+    atomically, so a browser never reads a half-written report."""
+    run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir / METRICS_FILE, missing_ok=True)
+    plots = draw_plots(metrics, run_dir / PLOTS_DIR)
+    path = run_dir / REPORT_FILE
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(render_report(run_dir, metrics, plots), encoding="utf-8")
+    partial.replace(path)
+    return path

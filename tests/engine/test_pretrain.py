@@ -1,0 +1,88 @@
+"""End-to-end pretraining on a tiny generated image folder: run folder, exact resume, NaN stop, refusals."""
+
+import json
+
+import pytest
+import torch
+
+from mocokit.config import ConfigError, load_config
+from mocokit.engine.checkpoint import load_checkpoint
+from mocokit.engine.loop import NonFiniteLoss
+from mocokit.engine.pretrain import pretrain
+
+TINY = [
+    "model.width=0.125", "model.queue_size=32", "model.bn_splits=2", "train.batch_size=16", "train.epochs=2",
+    "train.deterministic=true", "data.num_workers=0", "run.log_every_steps=2", "run.tensorboard=false",
+    "run.progress=false", "monitor.knn_k=5",
+]
+
+
+def tiny_config(images, run_dir, *extra, preset="v2-cifar10"):
+    return load_config(preset, [*TINY, f"data.path={images}", f"run.dir={run_dir}", *extra])
+
+
+def final_weights(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+def test_a_run_writes_its_folder_and_learns_nothing_silently(tiny_images, tmp_path):
+    result = pretrain(tiny_config(tiny_images, tmp_path / "run"), echo=lambda _m: None)
+    run = tmp_path / "run"
+    assert result.completed and result.epochs_done == 2 and result.steps_done == 2 * (72 // 16)
+    assert (run / "config.yaml").is_file() and (run / "report.html").is_file()
+    assert load_config(run / "config.yaml").model.queue_size == 32  # the resolved config reloads
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("epoch") == 2 and "baseline" in kinds and kinds[-1] == "final"
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [2, 4, 6, 8]
+    assert all(set(r) >= {"loss", "lr", "momentum", "images_per_s", "grad_norm"} for r in steps)
+    assert all(len(r["grad_norm"]) == 3 for r in steps)  # first and last backbone layer, last head layer
+    assert result.knn_top1 is not None and result.baseline_top1 is not None
+    payload = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert payload["step"] == 8 and payload["epoch"] == 2
+    assert "queue.keys" in payload["model"] and int(payload["model"]["queue.ptr"]) == (8 * 32) % 32
+
+
+@pytest.mark.parametrize("augment", ["per_image", "batched"])
+@pytest.mark.parametrize("stop", [3, 4])  # mid-epoch, and exactly at an epoch boundary
+def test_an_interrupted_deterministic_run_resumes_to_the_same_weights(tiny_images, tmp_path, augment, stop):
+    extra = [f"data.augment={augment}"]
+    pretrain(tiny_config(tiny_images, tmp_path / "straight", *extra), echo=lambda _m: None)
+    first = pretrain(tiny_config(tiny_images, tmp_path / "resumed", *extra, f"train.stop_at_step={stop}"),
+                     echo=lambda _m: None)
+    assert not first.completed and first.steps_done == stop
+    torch.manual_seed(999)  # whatever state the process is in, the checkpoint restores it
+    second = pretrain(tiny_config(tiny_images, tmp_path / "resumed", *extra), echo=lambda _m: None)
+    assert second.completed and second.steps_done == 8
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_v3_preset_trains_with_lars_and_the_momentum_schedule(tiny_images, tmp_path):
+    cfg = tiny_config(tiny_images, tmp_path / "v3", "model.hidden_dim=64", "model.dim=32", "model.bn_splits=1",
+                      preset="v3-cifar10")
+    result = pretrain(cfg, echo=lambda _m: None)
+    steps = [json.loads(line) for line in (tmp_path / "v3" / "metrics.jsonl").read_text().splitlines()]
+    momenta = [r["momentum"] for r in steps if r["kind"] == "step"]
+    assert result.completed and momenta == sorted(momenta) and 0.99 <= momenta[0] < momenta[-1] <= 1.0
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_images, tmp_path):
+    cfg = tiny_config(tiny_images, tmp_path / "nan", "optim.lr=1e30", "run.checkpoint_every_steps=1",
+                      "run.log_every_steps=1", "optim.schedule=constant")
+    with pytest.raises(NonFiniteLoss, match=r"at step \d+") as error:
+        pretrain(cfg, echo=lambda _m: None)
+    bad_step = int(str(error.value).split("at step ")[1].split(";")[0])
+    payload = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")
+    assert payload["step"] == bad_step - 1
+    assert all(torch.isfinite(t).all() for t in payload["model"].values() if t.is_floating_point())
+
+
+def test_resume_refuses_another_model_and_none_refuses_to_overwrite(tiny_images, tmp_path):
+    pretrain(tiny_config(tiny_images, tmp_path / "run", "train.stop_at_step=2"), echo=lambda _m: None)
+    with pytest.raises(ConfigError, match="model.dim: 128 in the checkpoint, 64 now"):
+        pretrain(tiny_config(tiny_images, tmp_path / "run", "model.dim=64"), echo=lambda _m: None)
+    with pytest.raises(FileExistsError, match="resume=auto"):
+        pretrain(tiny_config(tiny_images, tmp_path / "run", "resume=none"), echo=lambda _m: None)

@@ -1,0 +1,65 @@
+import base64
+import html
+import re
+
+from mocokit.reporting import METRICS_FILE, MetricsWriter, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _external_references(page: str) -> list[str]:
+    """Every src / href / url(...) in the page that is not a data URI or an in-page anchor."""
+    links = re.findall(r'(?:src|href)\s*=\s*["\']?([^"\'\s>]+)', page, flags=re.IGNORECASE)
+    links += re.findall(r"url\(\s*['\"]?([^'\")]+)", page, flags=re.IGNORECASE)
+    return [link for link in links if not link.startswith(("data:", "#"))]
+
+
+def test_report_is_self_contained_with_embedded_pngs(finished_run):
+    path = write_report(finished_run)
+    assert path == finished_run / "report.html"
+    page = path.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert 'src="http' not in page and "<script" not in page.lower() and "<link" not in page.lower()
+    assert _external_references(page) == []
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 4  # loss, lr/momentum, kNN, gradient norms
+    assert all(base64.b64decode(image)[:8] == PNG_MAGIC for image in images)
+
+
+def test_report_shows_final_numbers_and_escaped_config(finished_run):
+    page = write_report(finished_run).read_text()
+    assert "finished-run" in page and "completed" in page
+    for number in ("60.00%", "+40.00 pts", "20.00%", "500 images/s", "1.5"):
+        assert number in page
+    assert html.escape("<b>data & more</b>") in page and "<b>data" not in page
+    assert "vit_small" in page and "[0.9, 0.95]" in page
+
+
+def test_run_killed_early_without_epochs_or_config(tmp_path, step_record):
+    run = tmp_path / "killed"
+    with MetricsWriter(run, tensorboard=False) as writer:
+        writer.log(step_record(1))
+        writer.log(step_record(2))
+    with (run / METRICS_FILE).open("a") as file:
+        file.write('{"kind": "step", "step": 3, "lo')  # killed mid-write
+    page = write_report(run).read_text()
+    assert "not finished" in page
+    assert "No kNN accuracy measured yet" in page
+    assert "config.yaml not found" in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 3  # loss, lr/momentum, gradient norms
+
+
+def test_empty_metrics_file_says_no_metrics_yet(tmp_path):
+    (tmp_path / METRICS_FILE).write_text("")
+    (tmp_path / "config.yaml").write_text("model: [unclosed\n<tag>")  # not valid YAML: shown raw, escaped
+    page = write_report(tmp_path).read_text()
+    assert "No metrics yet" in page and "<img" not in page
+    assert "&lt;tag&gt;" in page and "<tag>" not in page
+
+
+def test_diverged_run_is_flagged(tmp_path, step_record):
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:
+        writer.log(step_record(1))
+        writer.log(step_record(2, loss=float("nan")))
+    page = write_report(tmp_path).read_text()
+    assert "diverged at step 2" in page and "NaN" in page
