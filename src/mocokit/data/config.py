@@ -21,20 +21,18 @@ class DataConfig:
     image_size: int = 224  # crop side of the augmented views
     num_workers: int = 2  # DataLoader worker processes for decoding and per-image augmentation
     root: str = ".data"  # torchvision downloads and the decompressed copy of .tar.gz archives live here
-    labels: LabelMode = (
-        "auto"  # auto: class folders when no image sits at the top; folders: force; none: unlabelled
-    )
+    labels: LabelMode = "auto"  # auto: class folders when no image sits at the top; folders: force; none: unlabelled
     in_memory: bool | None = None  # decode every image once and keep uint8 pixels in RAM; None: when it fits
     memory_budget_mb: int = 4096  # in_memory=None uses memory when the estimated decoded size is at most this
-    augment: AugmentBackend = (
-        "per_image"  # per_image: torchvision in workers; batched: whole batch on the device
-    )
+    augment: AugmentBackend = "per_image"  # per_image: torchvision in DataLoader workers; batched: on the device
     # batched: side of the square uint8 image each item is resized to before the batch is augmented on the device;
     # None: the image's own side when all images share one square size (CIFAR, STL-10), else round(S * 256 / 224)
     batched_source_size: int | None = None
-    max_bad_fraction: float = (
-        0.01  # unreadable images are skipped with a warning; more than this share is an error
-    )
+    max_images: int | None = None  # pretrain on a seeded random subset of this many training images (None: all)
+    max_bad_fraction: float = 0.01  # unreadable images are skipped with a warning; a larger share is an error
+    # Few-label evaluation (linear probe, fine-tuning, transfer): train on a stratified, seeded share of the labelled
+    # training images, e.g. 0.01 or 0.1 as in the semi-supervised protocols (None: all). See mocokit.data.labels.
+    label_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.image_size < 1:
@@ -45,6 +43,10 @@ class DataConfig:
             raise ValueError(f"data.memory_budget_mb must be >= 0, got {self.memory_budget_mb}")
         if self.batched_source_size is not None and self.batched_source_size < 1:
             raise ValueError(f"data.batched_source_size must be >= 1 or null, got {self.batched_source_size}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"data.max_images must be >= 1 or null, got {self.max_images}")
+        if self.label_fraction is not None and not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"data.label_fraction must be in (0, 1] or null, got {self.label_fraction}")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ValueError(f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         if self.labels not in ("auto", "folders", "none"):

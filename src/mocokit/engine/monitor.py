@@ -6,19 +6,12 @@ from contextlib import nullcontext
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
+from mocokit.data.subset import seeded_subset
 from mocokit.engine.config import MonitorConfig
 from mocokit.evaluation.features import extract_features
 from mocokit.evaluation.knn import knn_accuracy
-
-
-def seeded_subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
-    """At most `size` items of `dataset`, drawn without replacement by a seeded permutation (all when None)."""
-    if size is None or size >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
-    return Subset(dataset, sorted(order.tolist()))
 
 
 class KnnMonitor:

@@ -22,6 +22,7 @@ from mocokit import data as mdata
 from mocokit import distributed
 from mocokit.config import Config, ConfigError, config_to_yaml
 from mocokit.config.loader import to_tree
+from mocokit.data.subset import seeded_subset
 from mocokit.engine.checkpoint import (
     LAST,
     capture_rng_state,
@@ -73,7 +74,7 @@ def pretrain(cfg: Config, echo: Callable[[str], None] = print) -> PretrainResult
         (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
 
     # ---- data: the order of samples and their augmentations are functions of the seed (exact resume)
-    train_set = mdata.build_pretrain_dataset(cfg.data, "train")
+    train_set = seeded_subset(mdata.build_pretrain_dataset(cfg.data, "train"), cfg.data.max_images, cfg.train.seed)
     mdata.check_batch_fits(train_set, cfg.train.batch_size)
     if cfg.model.uses_queue and cfg.model.queue_size >= len(train_set):
         warnings.warn(
