@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from mocokit import __version__
-from mocokit.commands import presets, pretrain
+from mocokit.commands import embed, export, finetune, knn, linear, presets, pretrain, transfer
 
-COMMANDS = [pretrain, presets]  # in the order `mocokit --help` lists them
+# in the order `mocokit --help` lists them
+COMMANDS = [pretrain, knn, linear, finetune, transfer, export, embed, presets]
 
 EXIT_USER_ERROR = 2  # a bad config, bad data or an unusable checkpoint: the message says what to do
 EXIT_TRAINING_FAILED = 1
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from mocokit.data import DataError
     from mocokit.engine.checkpoint import CheckpointError
     from mocokit.engine.loop import NonFiniteLoss
+    from mocokit.evaluation.classifier import BackboneChanged
 
     args = build_parser().parse_args(argv)
     try:
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except NonFiniteLoss as error:
         print(f"mocokit: training stopped: {error}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
+    except BackboneChanged as error:  # the linear probe's sanity check: a bug, reported without a traceback
+        print(f"mocokit: sanity check failed: {error}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
     except KeyboardInterrupt:
         print("mocokit: interrupted; the last checkpoint is kept (continue with resume=auto)", file=sys.stderr)

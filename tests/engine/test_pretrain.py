@@ -13,7 +13,7 @@ from mocokit.engine.pretrain import pretrain
 TINY = [
     "model.width=0.125", "model.queue_size=32", "model.bn_splits=2", "train.batch_size=16", "train.epochs=2",
     "train.deterministic=true", "data.num_workers=0", "run.log_every_steps=2", "run.tensorboard=false",
-    "run.progress=false", "monitor.knn_k=5",
+    "run.progress=false", "monitor.knn_k=5", "train.threads=1",
 ]
 
 
@@ -86,3 +86,30 @@ def test_resume_refuses_another_model_and_none_refuses_to_overwrite(tiny_images,
         pretrain(tiny_config(tiny_images, tmp_path / "run", "model.dim=64"), echo=lambda _m: None)
     with pytest.raises(FileExistsError, match="resume=auto"):
         pretrain(tiny_config(tiny_images, tmp_path / "run", "resume=none"), echo=lambda _m: None)
+
+
+def test_ctrl_c_checkpoints_at_a_step_boundary_and_the_run_continues(tiny_images, tmp_path):
+    """A real process gets SIGINT mid-run: it finishes the step, saves, exits 130; the same command completes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "mocokit", "pretrain", "v2-cifar10", *TINY, f"data.path={tiny_images}",
+               f"run.dir={run}", "train.epochs=30", "run.log_every_steps=1", "monitor.knn_every_epochs=0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count('"kind": "step"') >= 6):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "SIGINT received" in output and "Traceback" not in output
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert 6 <= saved["step"] < 30 * 4
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert f"epoch {saved['epoch']}, step {saved['step']}" in finished.stdout  # it resumed, not restarted
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 30 * 4

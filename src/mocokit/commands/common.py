@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, what: str = "a preset name or a YAML file") -> None:
@@ -20,3 +21,56 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 def print_json(result: dict) -> None:
     print(json.dumps(result, default=str))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser,
+                      add_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """RUN, key=value overrides and the command's options (`add_options(parser)`), for the commands that evaluate a
+    pretrained encoder. Options may also come after RUN, between or after the overrides
+    (`mocokit linear RUN --protocol linear-fast linear.epochs=10 --json`): a `*` positional cannot allow that
+    (argparse fills it at RUN and then refuses later ones, bpo-14191), so the overrides take the rest of the line
+    and `late_options(args)` parses the options out of them."""
+    parser.add_argument("run", help="a run folder (evaluates its checkpoints/last.pt) or a checkpoint file")
+    parser.add_argument(
+        "overrides", nargs=argparse.REMAINDER, metavar="key=value",
+        help="the run's config (data.path=..., data.label_fraction=0.1, train.device=cpu) or the evaluation's "
+             "(eval.*, knn.*, linear.*, finetune.*; e.g. linear.epochs=10 eval.test_images=2000)",
+    )
+    add_options(parser)
+    parser.set_defaults(add_options=add_options, command_parser=parser)
+
+
+def late_options(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with the options written among the overrides parsed (they win over none given before RUN) and only
+    key=value items left in `args.overrides`. An unknown option is a usage error (exit 2); -h prints the help."""
+    parser: argparse.ArgumentParser = args.command_parser
+    options = argparse.ArgumentParser(prog=parser.prog, add_help=False)
+    args.add_options(options)
+    found, rest = options.parse_known_args(args.overrides)
+    if "-h" in rest or "--help" in rest:
+        parser.print_help()
+        parser.exit(0)
+    unknown = [item for item in rest if item.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    given = {name: value for name, value in vars(found).items() if value != options.get_default(name)}
+    return argparse.Namespace(**{**vars(args), **given, "overrides": rest})
+
+
+def add_protocol_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--protocol", default=None, metavar="NAME",
+                        help=f"an evaluation preset (mocokit/presets/eval/) or a YAML file; default: {default}")
+
+
+def add_random_init_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--random-init", default=None, metavar="CONFIG",
+                        help="also evaluate CONFIG's network (a preset name or YAML file, with the same overrides) "
+                             "at random initialisation: the baseline pretraining must beat")
+
+
+def finish_evaluation(session, name: str, record: dict, as_json: bool) -> None:
+    """Save `record` to RUN/eval/<name>.json, then print it as the last line when --json was given."""
+    record = {**record, "result_file": str(session.output_dir / f"{name}.json")}
+    session.save_result(name, record)
+    if as_json:
+        print_json(record)

@@ -6,12 +6,16 @@ import argparse
 
 from mocokit.commands.common import add_config_arguments, add_json_flag, print_json
 
+INTERRUPTED = 130  # the shell's code for a Ctrl-C: the run stopped gracefully and can be continued
+
 
 def run(args: argparse.Namespace) -> int:
     from mocokit.config import load_config
     from mocokit.engine.pretrain import pretrain
 
     result = pretrain(load_config(args.config, args.overrides))
+    if result.interrupted:
+        return INTERRUPTED
     if result.knn_top1 is not None and result.baseline_top1 is not None:
         print(f"kNN top-1: pretrained {result.knn_top1:.4f} | random init {result.baseline_top1:.4f} "
               f"({100 * (result.knn_top1 - result.baseline_top1):+.1f} points)")

@@ -94,7 +94,7 @@ class EpochResult:
     loss_sum: float
     accuracy_sum: float
     seconds: float
-    stopped_early: bool  # train.stop_at_step reached
+    stopped_early: bool  # train.stop_at_step reached, or a graceful stop was requested
 
 
 def train_one_epoch(
@@ -108,6 +108,7 @@ def train_one_epoch(
     checkpoint_every: int,
     on_checkpoint: Callable[[int], None],
     stop_at_step: int | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
     progress=None,
 ) -> EpochResult:
     """Steps over `loader`; global step numbers start after `first_step` (steps done before). Reads results back
@@ -137,7 +138,7 @@ def train_one_epoch(
         window_images += len(indices)
         if progress is not None:
             progress.update(1)
-        stop = stop_at_step is not None and step >= stop_at_step
+        stop = (stop_at_step is not None and step >= stop_at_step) or stop_requested()
         if measure or stop:
             _raise_if_non_finite(first_bad_step)
             now = time.perf_counter()
@@ -161,7 +162,7 @@ def train_one_epoch(
             break
     _raise_if_non_finite(first_bad_step)
     return EpochResult(steps, float(loss_sum), float(accuracy_sum), time.perf_counter() - start,
-                       stopped_early=stop_at_step is not None and step >= stop_at_step)
+                       stopped_early=(stop_at_step is not None and step >= stop_at_step) or stop_requested())
 
 
 def _raise_if_non_finite(first_bad_step: torch.Tensor) -> None:

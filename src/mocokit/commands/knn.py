@@ -1,0 +1,54 @@
+"""`mocokit knn RUN [key=value ...]`: weighted kNN top-1/top-5 of a pretrained encoder, features cached."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from mocokit.commands.common import (
+    add_json_flag,
+    add_protocol_argument,
+    add_random_init_argument,
+    add_run_arguments,
+    finish_evaluation,
+    late_options,
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mocokit.evaluation.knn_eval import knn_evaluation
+    from mocokit.evaluation.session import open_session, random_init_session
+
+    args = late_options(args)
+
+    session = open_session(args.run, args.overrides, protocol=args.protocol)
+    result = knn_evaluation(session)
+    print(f"kNN (k={result.k}, τ={result.temperature}; {result.bank_images} bank, {result.query_images} query "
+          f"images): top-1 {result.top1:.4f}, top-5 {result.top5:.4f}"
+          f" [{'cached features' if result.cached else 'features extracted'}, {result.seconds:.1f}s]")
+    record = {"command": "knn", **session.describe(), **asdict(result)}
+    if args.random_init:
+        baseline = knn_evaluation(random_init_session(session, args.random_init, args.overrides))
+        print(f"random init ({args.random_init}): top-1 {baseline.top1:.4f}, top-5 {baseline.top5:.4f} "
+              f"({100 * (result.top1 - baseline.top1):+.1f} points for pretraining)")
+        record.update(random_init_top1=baseline.top1, random_init_top5=baseline.top5,
+                      random_init_seconds=baseline.seconds)
+    finish_evaluation(session, "knn", record, args.json)
+    return 0
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    add_protocol_argument(parser, "none (knn.k=200, knn.temperature=0.1)")
+    add_random_init_argument(parser)
+    add_json_flag(parser)
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "knn", help="weighted kNN accuracy of a pretrained encoder",
+        description="Weighted kNN (InstDisc) top-1/top-5: training features as the bank, test features as queries. "
+                    "Features are cached in RUN/cache/ per checkpoint, data and transform, so a repeat is fast. "
+                    "Keys: knn.k, knn.temperature, knn.bank_images, eval.test_images, eval.batch_size, eval.cache.",
+    )
+    add_run_arguments(parser, add_options)
+    parser.set_defaults(handler=run)

@@ -1,0 +1,36 @@
+"""kNN evaluation of an encoder: bank = labelled training features, queries = test features, both from the cache
+when present; the classifier itself is the pure `knn_accuracy`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mocokit.evaluation.knn import knn_accuracy
+from mocokit.evaluation.session import EvalSession
+
+
+@dataclass
+class KnnResult:
+    top1: float
+    top5: float
+    k: int
+    temperature: float
+    bank_images: int
+    query_images: int
+    cached: bool  # both feature sets came from the cache
+    seconds: float
+
+
+def knn_evaluation(session: EvalSession) -> KnnResult:
+    started = time.perf_counter()
+    cfg = session.config.knn
+    bank_split = session.train_split(max_images=cfg.bank_images)
+    query_split = session.test_split()
+    hits_before = len(session.cache_hits)
+    bank, bank_labels = session.features(bank_split)
+    queries, query_labels = session.features(query_split)
+    top1, top5 = knn_accuracy(bank, bank_labels, queries, query_labels, len(bank_split.classes), cfg.k,
+                              cfg.temperature)
+    return KnnResult(top1, top5, cfg.k, cfg.temperature, len(bank_split), len(query_split),
+                     all(session.cache_hits[hits_before:]), time.perf_counter() - started)

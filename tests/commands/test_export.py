@@ -1,0 +1,50 @@
+"""`mocokit export` end to end on a tiny real run: each format, its JSON, and the refusals."""
+
+import json
+
+import torch
+
+from mocokit.evaluation.pretrained import load_pretrained
+from mocokit.export import load_moco_safetensors, read_safetensors
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_the_torchvision_export_and_its_printed_code_give_the_run_s_features(mocokit_cli, tiny_run, tmp_path, capsys):
+    out = tmp_path / "encoder.safetensors"
+    assert mocokit_cli("export", tiny_run, "--format", "torchvision", "--out", out, "--json") == 0
+    result = last_json(capsys)
+    pretrained = load_pretrained(tiny_run)
+    assert result["out"] == str(out) and result["format"] == "torchvision" and result["step"] == pretrained.step == 2
+    assert result["tensors"] == len(read_safetensors(out)[0]) and result["bytes"] == out.stat().st_size
+    namespace: dict = {}
+    exec(result["load_code"], namespace)  # builds mocokit.export.torchvision_resnet(...) and loads strictly
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(namespace["model"](x), pretrained.backbone(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_moco_export_of_a_checkpoint_file_holds_the_whole_model(mocokit_cli, tiny_run, tmp_path, capsys):
+    checkpoint = tiny_run / "checkpoints" / "last.pt"
+    out = tmp_path / "moco.safetensors"
+    assert mocokit_cli("export", checkpoint, "--format", "moco", "--out", out, "--json") == 0
+    assert last_json(capsys)["source_checkpoint"] == str(checkpoint)
+    model, _config = load_moco_safetensors(out)
+    trained = load_pretrained(checkpoint).model.state_dict()
+    assert int(model.queue.ptr) == int(trained["queue.ptr"]) != 0
+    assert all(torch.equal(t, trained[name]) for name, t in model.state_dict().items())
+
+
+def test_refusals_exit_2_with_a_message_and_write_nothing(mocokit_cli, tiny_run, tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    assert mocokit_cli("export", tiny_run, "--format", "timm", "--out", out) == 2  # width 0.125: no timm ResNet
+    assert "--format torchvision" in capsys.readouterr().err and not out.exists()
+    assert mocokit_cli("export", tmp_path / "no-run", "--format", "moco", "--out", out) == 2
+    assert "no such run folder or checkpoint" in capsys.readouterr().err and not out.exists()
+    out.write_bytes(b"keep")
+    assert mocokit_cli("export", tiny_run, "--format", "moco", "--out", out) == 2
+    assert "--force" in capsys.readouterr().err and out.read_bytes() == b"keep"
+    assert mocokit_cli("export", tiny_run, "--format", "moco", "--out", out, "--force") == 0
+    assert read_safetensors(out)[1]["export_format"] == "moco"

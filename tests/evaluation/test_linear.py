@@ -1,0 +1,64 @@
+"""The linear probe: the backbone is left exactly as loaded (and the guard fires when it is not), both modes
+train, the lr-30 NaN is caught with what to do."""
+
+import pytest
+import torch
+from torch import nn
+
+from mocokit.engine.checkpoint import load_checkpoint
+from mocokit.engine.loop import NonFiniteLoss
+from mocokit.evaluation.classifier import BackboneChanged
+from mocokit.evaluation.linear import linear_probe, resolve_mode
+from mocokit.evaluation.session import open_session
+
+FAST = ["linear.epochs=3", "linear.optim.milestones=[2]", "linear.batch_size=16"]
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_the_probe_leaves_every_backbone_tensor_as_in_the_checkpoint(resnet_run, mode):
+    session = open_session(resnet_run, [*FAST, f"linear.mode={mode}", "eval.cache=false"], echo=lambda _m: None)
+    result = linear_probe(session)
+    assert result.mode == mode and result.train_images == 60 and result.test_images == 18
+    assert 0.0 <= result.top1 <= result.top5 <= 1.0 and result.final_train_loss == result.final_train_loss
+    stored = load_checkpoint(resnet_run / "checkpoints" / "last.pt")["model"]
+    state = session.encoder.backbone.state_dict()
+    assert len(state) > 10
+    for name, tensor in state.items():
+        assert torch.equal(tensor, stored[f"encoder.backbone.{name}"]), name
+
+
+class Drifting(nn.Module):
+    """A backbone that changes one of its own buffers on every call: what the guard must catch."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.num_features = backbone, backbone.num_features
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, images):
+        self.calls += 1
+        return self.inner(images)
+
+
+def test_the_guard_fires_when_something_changes_the_backbone(resnet_run):
+    session = open_session(resnet_run, [*FAST, "linear.mode=full", "linear.epochs=1"], echo=lambda _m: None)
+    session.encoder.backbone = Drifting(session.encoder.backbone)
+    with pytest.raises(BackboneChanged, match="calls"):
+        linear_probe(session)
+
+
+def test_a_diverging_probe_stops_with_the_fix_and_feature_norm_fixes_it(resnet_run):
+    huge = ["linear.mode=fast", "linear.epochs=2", "linear.optim.milestones=[5]", "linear.optim.lr=1e38",
+            "linear.init_std=1e30"]
+    session = open_session(resnet_run, huge, echo=lambda _m: None)
+    with pytest.raises(NonFiniteLoss, match="linear.feature_norm=batchnorm"):
+        linear_probe(session)
+    normed = open_session(resnet_run, [*FAST, "linear.mode=fast", "linear.feature_norm=batchnorm"],
+                          echo=lambda _m: None)
+    assert linear_probe(normed).top1 > 0.5  # lr 30 on standardised features: finite, and colour classes separate
+
+
+def test_auto_mode_is_fast_on_a_cpu_and_full_on_a_gpu():
+    assert resolve_mode("auto", torch.device("cpu")) == "fast"
+    assert resolve_mode("auto", torch.device("cuda", 0)) == "full"
+    assert resolve_mode("full", torch.device("cpu")) == "full"
