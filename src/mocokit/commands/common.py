@@ -74,3 +74,16 @@ def finish_evaluation(session, name: str, record: dict, as_json: bool) -> None:
     session.save_result(name, record)
     if as_json:
         print_json(record)
+
+
+def compare_with_random_init(args: argparse.Namespace, session, evaluate, result, record: dict) -> None:
+    """With --random-init CONFIG: run `evaluate` on the same network at random initialisation, print the gain of
+    pretraining and add the baseline's top-1/top-5/seconds to `record`."""
+    if not args.random_init:
+        return
+    from mocokit.evaluation.session import random_init_session
+
+    baseline = evaluate(random_init_session(session, args.random_init, args.overrides))
+    print(f"random init ({args.random_init}): top-1 {baseline.top1:.4f}, top-5 {baseline.top5:.4f} "
+          f"({100 * (result.top1 - baseline.top1):+.1f} points for pretraining)")
+    record.update(random_init_top1=baseline.top1, random_init_top5=baseline.top5, random_init_seconds=baseline.seconds)

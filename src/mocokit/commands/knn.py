@@ -10,6 +10,7 @@ from mocokit.commands.common import (
     add_protocol_argument,
     add_random_init_argument,
     add_run_arguments,
+    compare_with_random_init,
     finish_evaluation,
     late_options,
 )
@@ -17,7 +18,7 @@ from mocokit.commands.common import (
 
 def run(args: argparse.Namespace) -> int:
     from mocokit.evaluation.knn_eval import knn_evaluation
-    from mocokit.evaluation.session import open_session, random_init_session
+    from mocokit.evaluation.session import open_session
 
     args = late_options(args)
 
@@ -27,12 +28,7 @@ def run(args: argparse.Namespace) -> int:
           f"images): top-1 {result.top1:.4f}, top-5 {result.top5:.4f}"
           f" [{'cached features' if result.cached else 'features extracted'}, {result.seconds:.1f}s]")
     record = {"command": "knn", **session.describe(), **asdict(result)}
-    if args.random_init:
-        baseline = knn_evaluation(random_init_session(session, args.random_init, args.overrides))
-        print(f"random init ({args.random_init}): top-1 {baseline.top1:.4f}, top-5 {baseline.top5:.4f} "
-              f"({100 * (result.top1 - baseline.top1):+.1f} points for pretraining)")
-        record.update(random_init_top1=baseline.top1, random_init_top5=baseline.top5,
-                      random_init_seconds=baseline.seconds)
+    compare_with_random_init(args, session, knn_evaluation, result, record)
     finish_evaluation(session, "knn", record, args.json)
     return 0
 

@@ -10,6 +10,7 @@ from mocokit.commands.common import (
     add_protocol_argument,
     add_random_init_argument,
     add_run_arguments,
+    compare_with_random_init,
     finish_evaluation,
     late_options,
 )
@@ -19,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from mocokit.engine.runtime import resolve_device
     from mocokit.evaluation.config import default_linear_protocol
     from mocokit.evaluation.linear import linear_probe
-    from mocokit.evaluation.session import open_session, random_init_session
+    from mocokit.evaluation.session import open_session
 
     args = late_options(args)
 
@@ -32,12 +33,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"linear probe ({result.mode}): top-1 {result.top1:.4f}, top-5 {result.top5:.4f} "
           f"[{result.seconds:.1f}s; every backbone tensor unchanged]")
     record = {"command": "linear", **session.describe(), **asdict(result)}
-    if args.random_init:
-        baseline = linear_probe(random_init_session(session, args.random_init, args.overrides))
-        print(f"random init ({args.random_init}): top-1 {baseline.top1:.4f}, top-5 {baseline.top5:.4f} "
-              f"({100 * (result.top1 - baseline.top1):+.1f} points for pretraining)")
-        record.update(random_init_top1=baseline.top1, random_init_top5=baseline.top5,
-                      random_init_seconds=baseline.seconds)
+    compare_with_random_init(args, session, linear_probe, result, record)
     finish_evaluation(session, f"linear-{result.mode}", record, args.json)
     return 0
 
