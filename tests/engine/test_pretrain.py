@@ -43,6 +43,10 @@ def test_a_run_writes_its_folder_and_learns_nothing_silently(tiny_images, tmp_pa
     assert payload["step"] == 8 and payload["epoch"] == 2
     assert "queue.keys" in payload["model"] and int(payload["model"]["queue.ptr"]) == (8 * 32) % 32
 
+    again = pretrain(tiny_config(tiny_images, run), echo=lambda _m: None)  # e.g. `make demo` run a second time
+    assert again.completed and again.steps_done == 8 and again.knn_top1 == result.knn_top1
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 8
+
 
 @pytest.mark.parametrize("augment", ["per_image", "batched"])
 @pytest.mark.parametrize("stop", [3, 4])  # mid-epoch, and exactly at an epoch boundary

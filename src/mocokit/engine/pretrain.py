@@ -137,6 +137,7 @@ class Pretraining:
     def _restore_progress(self) -> None:
         self.steps_done = self.epochs_done = self.batch_in_epoch = 0
         self.baseline: tuple[float, float] | None = None
+        self.knn: tuple[float, float] | None = None  # the last kNN measured (kept across resumes)
         if self.payload is None:
             return
         payload = self.payload
@@ -152,6 +153,7 @@ class Pretraining:
                 f"{self.steps_per_epoch}: resume with the same dataset and train.batch_size"
             )
         self.baseline = tuple(payload["baseline"]) if payload.get("baseline") else None
+        self.knn = tuple(payload["knn"]) if payload.get("knn") else None
 
     def _describe(self) -> None:
         cfg, world = self.cfg, distributed.world_size()
@@ -179,7 +181,8 @@ class Pretraining:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "step": step, "epoch": epoch, "steps_per_epoch": self.steps_per_epoch, "rng": capture_rng_state(),
-            "baseline": list(self.baseline) if self.baseline else None, "config": to_tree(self.cfg),
+            "baseline": list(self.baseline) if self.baseline else None,
+            "knn": list(self.knn) if self.knn else None, "config": to_tree(self.cfg),
         })
 
     def run(self) -> PretrainResult:
@@ -192,7 +195,9 @@ class Pretraining:
         if self.payload is not None:  # last, so that nothing set up above draws from the restored generators
             restore_rng_state(self.payload["rng"])
 
-        knn: tuple[float, float] | None = None
+        already_complete = self.epochs_done == cfg.train.epochs
+        if already_complete:
+            self.say(f"{self.run_dir} already completed its {cfg.train.epochs} epochs; nothing to train")
         stopper = GracefulStop()
         try:
             with stopper:
@@ -201,7 +206,7 @@ class Pretraining:
                     if self.steps_done < (epoch + 1) * self.steps_per_epoch:  # stopped inside the epoch
                         self.save(self.steps_done, epoch)
                         break
-                    knn = self._end_epoch(result) or knn
+                    self._end_epoch(result)
                     if result.stopped_early:
                         break
         except NonFiniteLoss:
@@ -213,7 +218,8 @@ class Pretraining:
             self.say(f"stopped at step {self.steps_done} ({why}), checkpoint saved; run the same command again to "
                      "continue (resume=auto)")
         minutes = (time.perf_counter() - self.started) / 60
-        if completed:
+        knn = self.knn
+        if completed and not already_complete:
             self.log({"kind": "final", "step": self.steps_done, "epoch": self.epochs_done, "minutes": minutes,
                       "knn_top1": knn[0] if knn else None, "knn_top5": knn[1] if knn else None,
                       "baseline_top1": self.baseline[0] if self.baseline else None})
@@ -247,9 +253,9 @@ class Pretraining:
         self.batch_in_epoch = 0
         return result
 
-    def _end_epoch(self, result: EpochResult) -> tuple[float, float] | None:
+    def _end_epoch(self, result: EpochResult) -> None:
         """Epoch record, kNN when due, checkpoint (after the kNN, so its RNG state is the one training continues
-        from), kept copy. Returns the kNN accuracies when measured."""
+        from), kept copy."""
         cfg = self.cfg
         self.epochs_done += 1
         record = {"kind": "epoch", "epoch": self.epochs_done, "step": self.steps_done,
@@ -259,7 +265,7 @@ class Pretraining:
         knn = None
         if self.monitor is not None and (self.epochs_done % cfg.monitor.knn_every_epochs == 0
                                          or self.epochs_done == cfg.train.epochs):
-            knn = self.monitor.evaluate(self.model.backbone)
+            knn = self.knn = self.monitor.evaluate(self.model.backbone)
             record["knn_top1"], record["knn_top5"] = knn
         self.log(record)
         self.say(f"epoch {self.epochs_done}/{cfg.train.epochs}: loss {record['loss']:.4f}, inst-disc acc "
@@ -268,7 +274,6 @@ class Pretraining:
         if self.main and cfg.run.keep_every_epochs and self.epochs_done % cfg.run.keep_every_epochs == 0:
             folder = checkpoint_dir(self.run_dir)
             shutil.copyfile(folder / LAST, folder / f"epoch_{self.epochs_done:04d}.pt")
-        return knn
 
     def _close(self) -> None:
         if self.metrics is not None:
