@@ -68,14 +68,14 @@ def test_identical_embeddings_give_2t_log_global_batch(n, ranks):
 
 
 def test_2t_factor_makes_the_logit_gradient_independent_of_temperature():
-    # d loss / d (q·k) = 2T · (1/T) · (softmax − onehot) = 2 (softmax − onehot): only the softmax depends on T.
-    q, k = unit(4, 8), unit(4, 8)
+    # d loss / d (q·k) = 2T · (1/T) · (softmax − onehot) / N = 2 (softmax − onehot) / N, so
+    # d loss / d q = 2 (softmax − onehot) k / N: no 1/T factor, T enters only through the softmax.
+    k = unit(4, 8)
     for temperature in (0.1, 1.0):
-        sims = (q @ k.T).requires_grad_(True)
-        loss = F.cross_entropy(sims / temperature, torch.arange(4)) * 2 * temperature
-        loss.backward()
-        expected = 2 * (torch.softmax(sims.detach() / temperature, dim=1) - torch.eye(4)) / 4
-        torch.testing.assert_close(sims.grad, expected)
+        q = unit(4, 8).requires_grad_(True)
+        batch_contrastive_loss(q, k, temperature)[0].backward()
+        softmax = torch.softmax(q.detach() @ k.T / temperature, dim=1)
+        torch.testing.assert_close(q.grad, 2 * (softmax - torch.eye(4, dtype=k.dtype)) @ k / 4)
 
 
 def test_accuracy_counts_rows_whose_argmax_is_the_target():

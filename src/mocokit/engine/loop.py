@@ -29,6 +29,9 @@ class StepRunner:
     batch_augment: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     watched: dict[str, nn.Parameter] = field(default_factory=dict)  # parameters whose gradient norm is logged
 
+    def __post_init__(self) -> None:
+        self._trained_params = [p for group in self.optimizer.param_groups for p in group["params"]]
+
     def views(self, batch_views: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if self.batch_augment is not None:  # uint8 N×3×H×W, augmented on the device
             view1, view2 = self.batch_augment(batch_views.to(self.device, non_blocking=True))
@@ -59,9 +62,7 @@ class StepRunner:
                 for name, p in self.watched.items()
             }
         if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"]], self.grad_clip
-            )
+            torch.nn.utils.clip_grad_norm_(self._trained_params, self.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()

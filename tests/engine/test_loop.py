@@ -1,0 +1,35 @@
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from mocokit.engine.loop import StepRunner
+
+
+class Scaled(nn.Module):
+    """A stand-in for MoCo: a loss whose gradient is large (norm 100 × the weight count's square root)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(16))
+
+    def forward(self, view1, view2, momentum):
+        return {"loss": 100 * (self.weight - 1).sum(), "accuracy": torch.zeros(())}
+
+
+def step_change(grad_clip):
+    model = Scaled()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    runner = StepRunner(model, optimizer, torch.device("cpu"), nullcontext, grad_clip=grad_clip,
+                        watched={"weight": model.weight})
+    out = runner((torch.zeros(2, 3), torch.zeros(2, 3)), lr=0.5, momentum=0.9, measure_grads=True)
+    return float(model.weight.detach().norm()), out
+
+
+def test_grad_clip_bounds_the_update_and_the_logged_norm_is_the_raw_one():
+    unclipped, out = step_change(None)
+    assert unclipped == 0.5 * 100 * 4  # lr × ‖grad‖ = 0.5 × 100·sqrt(16)
+    assert float(out["grad_norm"]["weight"]) == 400.0
+    clipped, out = step_change(1.0)
+    assert abs(clipped - 0.5) < 1e-5  # lr × clip
+    assert float(out["grad_norm"]["weight"]) == 400.0  # measured before clipping: spikes stay visible
