@@ -8,6 +8,7 @@ from typing import Literal
 from mocokit.data.recipes import recipe_names
 
 LabelMode = Literal["auto", "folders", "none"]
+MAX_SIDE = 2**16  # crop and source sides: a typo beyond this is an error here, not an allocation failure later
 AugmentBackend = Literal["per_image", "batched"]
 
 
@@ -35,14 +36,15 @@ class DataConfig:
     label_fraction: float | None = None
 
     def __post_init__(self) -> None:
-        if self.image_size < 1:
-            raise ValueError(f"data.image_size must be >= 1, got {self.image_size}")
+        if not 1 <= self.image_size <= MAX_SIDE:
+            raise ValueError(f"data.image_size must be between 1 and {MAX_SIDE}, got {self.image_size}")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.memory_budget_mb < 0:
             raise ValueError(f"data.memory_budget_mb must be >= 0, got {self.memory_budget_mb}")
-        if self.batched_source_size is not None and self.batched_source_size < 1:
-            raise ValueError(f"data.batched_source_size must be >= 1 or null, got {self.batched_source_size}")
+        if self.batched_source_size is not None and not 1 <= self.batched_source_size <= MAX_SIDE:
+            raise ValueError(f"data.batched_source_size must be between 1 and {MAX_SIDE} or null, got "
+                             f"{self.batched_source_size}")
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"data.max_images must be >= 1 or null, got {self.max_images}")
         if self.label_fraction is not None and not 0.0 < self.label_fraction <= 1.0:

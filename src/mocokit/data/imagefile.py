@@ -2,7 +2,11 @@
 
 Promises: `decode_rgb` returns a PIL image in mode "RGB" for every image PIL can read (grayscale, palette with or
 without transparency, RGBA/LA, CMYK, YCbCr, 16-bit and 32-bit integer, float), honours the EXIF orientation, and
-raises `UnreadableImage` (never anything else) for a file that is not a readable image, including truncated files.
+raises `UnreadableImage` (never anything else) for a file that is not a readable image, including truncated files,
+empty files and random bytes. An image whose header announces more than `PIL.Image.MAX_IMAGE_PIXELS` pixels (about
+89 million by default; None turns the check off) is refused before anything is decoded: a small file can announce a
+huge picture (a decompression bomb) and decoding it would exhaust memory. PIL itself only warns up to twice that
+limit, and its warnings are silenced here, so the limit is checked explicitly.
 """
 
 from __future__ import annotations
@@ -47,12 +51,24 @@ def decode_rgb(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's EXIF/metadata chatter; real failures raise below
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data))  # reads the header only
+            _refuse_bombs(image)
             image.load()  # decode now: a truncated file raises here, not later in a worker's transform
             image = ImageOps.exif_transpose(image)
         return to_rgb(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as error:
+    except UnreadableImage:
+        raise
+    except Exception as error:  # PIL raises many types on malformed input (OSError, SyntaxError, struct.error, ...)
         raise UnreadableImage(f"{type(error).__name__}: {error}") from None
+
+
+def _refuse_bombs(image: Image.Image) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise UnreadableImage(
+            f"{image.width}x{image.height} pixels is more than PIL.Image.MAX_IMAGE_PIXELS={limit} (a decompression "
+            "bomb?); raise that limit to read such images"
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

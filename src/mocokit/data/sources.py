@@ -8,6 +8,7 @@ A source has `paths` (each item's source name: relative path, archive member or 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -130,11 +131,52 @@ def _scan(cfg: DataConfig) -> tuple[dict[str, SplitLayout], TarReader | FolderFi
             f"data.path {cfg.path!r} is neither a folder, a .tar/.tar.gz archive, nor one of "
             f"{', '.join(NAMED_DATASETS)}; check the path"
         )
-    files, dirs = [], []
-    for folder, subdirs, names in os.walk(path, followlinks=True):
-        subdirs.sort()
-        relative = os.path.relpath(folder, path).replace(os.sep, "/")
-        prefix = "" if relative == "." else relative + "/"
-        dirs.extend(prefix + d for d in subdirs)
-        files.extend(prefix + n for n in names)
+    files, dirs = walk_folder(path)
     return find_layout(files, dirs, str(path), cfg.labels), FolderFiles(path)
+
+
+class SkippedFolderWarning(UserWarning):
+    """A folder of a dataset was not scanned: a symbolic link loop, or a folder that cannot be listed."""
+
+
+def walk_folder(root: Path) -> tuple[list[str], list[str]]:
+    """Every file and folder below `root` (relative, '/'-separated), following symbolic links to folders.
+
+    A link back to a folder the walk is already inside (a loop) would make the walk go round until the path is too
+    long, listing the same images dozens of times: it is skipped with a warning. A folder that cannot be listed
+    (permission denied) is skipped with a warning too. Files that cannot be read are found later, when read."""
+    files: list[str] = []
+    dirs: list[str] = []
+    ancestors: dict[str, frozenset[tuple[int, int]]] = {str(root): frozenset({_identity(root)})}
+
+    def unlistable(error: OSError) -> None:
+        warnings.warn(f"skipping folder {error.filename}: it cannot be listed ({error.strerror})",
+                      SkippedFolderWarning, stacklevel=4)
+
+    for folder, subdirs, names in os.walk(root, followlinks=True, onerror=unlistable):
+        inside = ancestors.pop(folder, frozenset())
+        relative = os.path.relpath(folder, root).replace(os.sep, "/")
+        prefix = "" if relative == "." else relative + "/"
+        kept = []
+        for name in sorted(subdirs):
+            child = os.path.join(folder, name)
+            try:
+                identity = _identity(Path(child))
+            except OSError as error:  # a dangling link, or a loop of links to links
+                warnings.warn(f"skipping {child}: {error.strerror}", SkippedFolderWarning, stacklevel=3)
+                continue
+            if identity in inside:
+                warnings.warn(f"skipping {child}: a symbolic link loop back to {os.path.realpath(child)}",
+                              SkippedFolderWarning, stacklevel=3)
+                continue
+            ancestors[child] = inside | {identity}
+            kept.append(name)
+        subdirs[:] = kept  # os.walk descends into these only
+        dirs.extend(prefix + d for d in kept)
+        files.extend(prefix + n for n in names)
+    return files, dirs
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()  # follows links
+    return stat.st_dev, stat.st_ino

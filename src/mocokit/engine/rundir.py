@@ -1,13 +1,22 @@
-"""The run folder: where it is, whether it may be written, which checkpoint a run resumes from."""
+"""The run folder: where it is, whether it may be written, which checkpoint a run resumes from.
+
+Checkpoints of a run, newest first: `checkpoints/last.pt`, `checkpoints/previous.pt` (the one `last.pt` replaced)
+and the kept copies `checkpoints/epoch_NNNN.pt` (highest epoch first). `resume=auto` continues from the first of
+them that reads back intact, and says which files it skipped and why.
+"""
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from mocokit.engine.checkpoint import LAST
+from mocokit.engine.checkpoint import LAST, PREVIOUS, CheckpointError, load_checkpoint
 
 CHECKPOINTS = "checkpoints"
+_EPOCH_COPY = re.compile(r"epoch_(\d+)\.pt")
 
 
 def resolve_run_dir(run_dir: str, config_name: str) -> Path:
@@ -21,20 +30,54 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS
 
 
-def resume_checkpoint(run_dir: Path, resume: str) -> Path | None:
-    """The checkpoint to continue from: `auto` -> run_dir's last one if any; `none` -> None (and a run folder that
-    already holds checkpoints is refused rather than overwritten); otherwise a path that must exist."""
-    last = checkpoint_dir(run_dir) / LAST
-    if resume == "auto":
-        return last if last.is_file() else None
+def epoch_copy_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pt"
+
+
+def checkpoint_candidates(run_dir: Path) -> list[Path]:
+    """The checkpoint files of a run folder that exist, newest first: last, previous, epoch copies by epoch."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    copies = sorted((p for p in folder.iterdir() if _EPOCH_COPY.fullmatch(p.name)),
+                    key=lambda p: int(_EPOCH_COPY.fullmatch(p.name).group(1)), reverse=True)
+    return [p for p in (folder / LAST, folder / PREVIOUS, *copies) if p.is_file()]
+
+
+def load_resume_checkpoint(run_dir: Path, resume: str,
+                           say: Callable[[str], None] = print) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint a run continues from, and its payload:
+    - `auto`: the newest intact checkpoint of run_dir (see `checkpoint_candidates`), or (None, None) when it has
+      none. Damaged files are skipped with a message naming each; CheckpointError when every one is damaged.
+    - `none`: (None, None); a run folder that already holds checkpoints is refused rather than overwritten.
+    - a path: that file, which must exist and be intact (no fallback: the user chose it)."""
     if resume == "none":
-        if last.is_file():
+        if checkpoint_candidates(run_dir):
             raise FileExistsError(
                 f"{run_dir} already holds a run with checkpoints; continue it with resume=auto, or choose another "
                 "run.dir (nothing was overwritten)"
             )
-        return None
-    path = Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"resume={resume}: no such checkpoint file (use auto, none, or a checkpoint path)")
-    return path
+        return None, None
+    if resume != "auto":
+        path = Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"resume={resume}: no such checkpoint file (use auto, none, or a checkpoint path)")
+        return path, load_checkpoint(path)
+    candidates = checkpoint_candidates(run_dir)
+    skipped: list[str] = []
+    for path in candidates:
+        try:
+            payload = load_checkpoint(path)
+        except CheckpointError as error:
+            skipped.append(str(error))
+            continue
+        if skipped:
+            say(f"resume=auto: using {path}, the newest intact checkpoint; skipped {len(skipped)} damaged: "
+                + " | ".join(skipped))
+        return path, payload
+    if skipped:
+        raise CheckpointError(
+            f"{run_dir} holds checkpoints but none can be used: " + " | ".join(skipped)
+            + f" Move {checkpoint_dir(run_dir)} away to start this run afresh, or choose another run.dir."
+        )
+    return None, None

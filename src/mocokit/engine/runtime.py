@@ -11,6 +11,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from mocokit.config.loader import ConfigError
 from mocokit.engine.config import TrainConfig
 
 
@@ -19,7 +20,13 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA GPU is available here; use train.device=cpu or auto")
+        raise ConfigError(f"train.device={name} but no CUDA GPU is available here; use train.device=cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={name} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "cuda" and device.index is None:  # the process's own GPU (under torchrun: its LOCAL_RANK)
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type in ("mps", "xpu") and not getattr(torch, device.type).is_available():
+        raise ConfigError(f"train.device={name} but no {device.type} device is available here; use cpu or auto")
     return device
 
 
@@ -31,7 +38,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     if device.type != "cuda" and dtype == torch.float16:
-        raise ValueError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+        raise ConfigError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
     return dtype
 
 

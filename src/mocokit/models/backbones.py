@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from mocokit.config.loader import ConfigError
 from mocokit.models.config import ModelConfig
 from mocokit.models.resnet import RESNET_LAYOUTS, ResNet
 from mocokit.models.vit import VIT_SIZES, build_vit
@@ -29,18 +30,22 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
     name = cfg.backbone
     if name in RESNET_LAYOUTS:
         if cfg.backbone_args:
-            raise ValueError(f"model.backbone_args is for timm and ViT backbones, not {name}")
+            raise ConfigError(f"model.backbone_args is for timm and ViT backbones, not {name}")
         return ResNet(name, width=cfg.width, cifar_stem=cfg.cifar_stem, zero_init_residual=cfg.zero_init_residual)
-    if name in VIT_SIZES:
-        return build_vit(
-            name,
-            image_size=cfg.image_size,
-            patch_size=cfg.patch_size,
-            freeze_patch_embed=cfg.freeze_patch_embed,
-            **cfg.backbone_args,
-        )
-    if name.startswith(TIMM_PREFIX):
-        return _timm_backbone(name[len(TIMM_PREFIX) :], cfg.backbone_args)
+    try:  # backbone_args are keyword arguments of timm's constructors: only building checks them
+        if name in VIT_SIZES:
+            return build_vit(
+                name,
+                image_size=cfg.image_size,
+                patch_size=cfg.patch_size,
+                freeze_patch_embed=cfg.freeze_patch_embed,
+                **cfg.backbone_args,
+            )
+        if name.startswith(TIMM_PREFIX):
+            return _timm_backbone(name[len(TIMM_PREFIX) :], cfg.backbone_args)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model.backbone={name} cannot be built with model.backbone_args={cfg.backbone_args} "
+                          f"({type(error).__name__}: {error})") from None
     raise ValueError(f"unknown model.backbone {name!r}; choose one of {', '.join(backbone_names())}")
 
 
