@@ -33,7 +33,7 @@ def all_gather_concat(tensor: torch.Tensor) -> torch.Tensor:
     gathered = torch.empty(
         (world_size() * tensor.shape[0], *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device
     )
-    dist.all_gather_into_tensor(gathered, tensor.contiguous())
+    dist.all_gather_single(gathered, tensor.contiguous())
     return gathered
 
 
@@ -52,3 +52,62 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     reduced = tensor.detach().clone()
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return reduced / world_size()
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of `tensor` over ranks, in place (no gradient); returns it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_max_(tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of `tensor` over ranks, in place (no gradient); returns it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+def all_reduce_sum_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over ranks: the gradient that reaches each rank's input is the sum of all ranks' output
+    gradients, which is what a loss summed over ranks needs (SyncBN's global statistics)."""
+    if not is_distributed():
+        return tensor
+    return _AllReduceSum.apply(tensor)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """y = Σ_ranks x; dL/dx = Σ_ranks dL/dy (every rank's output depends on every rank's input)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        summed = tensor.clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        summed = grad.contiguous().clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed
+
+
+def broadcast_object(value, src: int = 0):
+    """Rank `src`'s `value` (any picklable object made by our own code) on every rank."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def collective_device() -> torch.device:
+    """Where small tensors for collectives live: NCCL only moves CUDA tensors, gloo CPU ones."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

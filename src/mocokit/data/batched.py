@@ -29,6 +29,7 @@ from kornia.filters import gaussian_blur2d
 from torchvision.ops import roi_align
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
+from mocokit import distributed
 from mocokit.data.crops import sample_crop_boxes
 from mocokit.data.recipes import Recipe, ViewRecipe
 
@@ -59,14 +60,19 @@ class BatchAugment:
         """One augmented view of every image of a float N x 3 x H x W batch in [0, 1]; normalised N x 3 x S x S."""
         n, _, height, width = pixels.shape
         dev = pixels.device
+        # On P processes every rank draws the decisions of the whole global batch (P·N, in the same order as one
+        # process would) and keeps its own rows: the ranks' RNGs stay in step (a checkpoint holds one RNG state),
+        # their images get independent augmentations, and the global batch is augmented as on one process.
+        world = distributed.world_size()
+        mine = slice(distributed.rank() * n, (distributed.rank() + 1) * n)
 
         def draw(*shape: int) -> torch.Tensor:
-            return torch.rand(*shape, device=dev, generator=generator)
+            return torch.rand(shape[0] * world, *shape[1:], device=dev, generator=generator)[mine]
 
         # Every random decision of this view, drawn up front in a fixed order (N or N x 4 each).
         boxes = sample_crop_boxes(
-            n, height, width, view.crop_scale, view.crop_ratio, device=dev, generator=generator
-        )
+            n * world, height, width, view.crop_scale, view.crop_ratio, device=dev, generator=generator
+        )[mine]
         jitter_on = draw(n) < view.jitter_p
         order = torch.argsort(
             draw(n, 4), dim=1

@@ -7,6 +7,10 @@ import signal
 import threading
 from types import FrameType
 
+import torch
+
+from mocokit import distributed
+
 
 class GracefulStop:
     """Context manager; `requested` turns True at the first signal. Handlers are installed only in the main thread
@@ -35,3 +39,29 @@ class GracefulStop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class StopAgreement:
+    """What every process of a run answers to "stop now?": a signal reaches the processes at different moments (or
+    only one of them), but all must stop after the same step or the next collective hangs. The local flags are
+    combined with an all-reduce every `every` calls (one call per step); between polls the last agreed answer holds.
+    A poll reads a value back from the device, so it is not done every step. On one process it is the local flag."""
+
+    def __init__(self, stop: GracefulStop, every: int = 10) -> None:
+        self.stop, self.every = stop, max(1, every)
+        self.calls = 0
+        self.agreed = False
+
+    @property
+    def requested(self) -> bool:
+        """The answer so far, without polling."""
+        return self.stop.requested if not distributed.is_distributed() else self.agreed
+
+    def __call__(self) -> bool:
+        if not distributed.is_distributed():
+            return self.stop.requested
+        self.calls += 1
+        if not self.agreed and self.calls % self.every == 0:
+            flag = torch.tensor([float(self.stop.requested)], device=distributed.collective_device())
+            self.agreed = bool(distributed.all_reduce_max_(flag).item())
+        return self.agreed

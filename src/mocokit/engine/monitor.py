@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from mocokit import distributed
 from mocokit.data.subset import seeded_subset
 from mocokit.engine.config import MonitorConfig
+from mocokit.engine.faults import fault_point
 from mocokit.evaluation.features import extract_features
 from mocokit.evaluation.knn import knn_accuracy
 
 
 class KnnMonitor:
     """Weighted kNN top-1/top-5 of a backbone: bank = training images, queries = test images, both through the
-    evaluation transform (no augmentation)."""
+    evaluation transform (no augmentation). On several processes each extracts the features of its share of the
+    images and all of them see the gathered whole, so every rank computes the same accuracy."""
 
     def __init__(self, bank: Dataset, queries: Dataset, num_classes: int, cfg: MonitorConfig, device: torch.device,
                  batch_size: int = 512, num_workers: int = 0, channels_last: bool = False, autocast=nullcontext,
@@ -26,16 +30,40 @@ class KnnMonitor:
         loader = dict(batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
                       generator=torch.Generator())  # loaders draw worker seeds; keep them off the global RNG
-        self.bank_loader = DataLoader(seeded_subset(bank, cfg.knn_bank_size, seed), **loader)
-        self.query_loader = DataLoader(seeded_subset(queries, cfg.knn_query_size, seed + 1), **loader)
-
-    @property
-    def sizes(self) -> tuple[int, int]:
-        return len(self.bank_loader.dataset), len(self.query_loader.dataset)
+        bank = seeded_subset(bank, cfg.knn_bank_size, seed)
+        queries = seeded_subset(queries, cfg.knn_query_size, seed + 1)
+        self.sizes = len(bank), len(queries)
+        self.bank_loader = DataLoader(rank_share(bank), **loader)
+        self.query_loader = DataLoader(rank_share(queries), **loader)
 
     def evaluate(self, backbone: nn.Module) -> tuple[float, float]:
-        extract = dict(device=self.device, channels_last=self.channels_last, autocast=self.autocast)
-        bank, bank_labels = extract_features(backbone, self.bank_loader, **extract)
-        queries, query_labels = extract_features(backbone, self.query_loader, **extract)
+        bank, bank_labels = self._features(backbone, self.bank_loader, self.sizes[0])
+        fault_point("knn")  # crash tests only (MOCOKIT_FAULT); inert otherwise
+        queries, query_labels = self._features(backbone, self.query_loader, self.sizes[1])
         return knn_accuracy(bank, bank_labels, queries, query_labels, self.num_classes, self.cfg.knn_k,
                             self.cfg.knn_temperature)
+
+    def _features(self, backbone: nn.Module, loader: DataLoader, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and labels of all `total` images, this rank having extracted its share."""
+        features, labels = extract_features(backbone, loader, self.device, self.channels_last, self.autocast)
+        return gather_shares(features, total), gather_shares(labels, total)
+
+def rank_share(dataset: Dataset) -> Dataset:
+    """This process's share of `dataset`: items rank, rank+P, rank+2P, ... (P processes), padded by wrapping around
+    so that every rank has ceil(n/P) items (collectives need equal shapes). The whole dataset on one process."""
+    world, rank = distributed.world_size(), distributed.rank()
+    if world == 1:
+        return dataset
+    n = len(dataset)
+    return Subset(dataset, [(rank + world * j) % n for j in range(math.ceil(n / world))])
+
+
+def gather_shares(local: torch.Tensor, total: int) -> torch.Tensor:
+    """Inverse of `rank_share` on per-item results: local M×... from every rank -> total×... in dataset order.
+    The gathered rows are rank-major (rank r's item j at r·M + j) and item j of rank r is dataset item j·P + r."""
+    world = distributed.world_size()
+    if world == 1:
+        return local
+    gathered = distributed.all_gather_concat(local)  # (P·M)×...
+    per_rank = gathered.shape[0] // world
+    return gathered.view(world, per_rank, *local.shape[1:]).transpose(0, 1).reshape(-1, *local.shape[1:])[:total]
