@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mocokit.losses import info_nce_with_queue
 from mocokit.models import ModelConfig, build_model
@@ -38,14 +39,15 @@ def test_gradients_reach_every_query_parameter_and_no_key_parameter(name):
     assert all(p.grad is None and not p.requires_grad for p in model.momentum_encoder.parameters())
 
 
-def test_momentum_update_happens_before_the_keys_are_computed():
+@pytest.mark.parametrize("zero", [0.0, torch.tensor(0.0, dtype=torch.float64)], ids=["float", "tensor"])
+def test_momentum_update_happens_before_the_keys_are_computed(zero):
     cfg = ModelConfig(version="v1", queue_size=32, shuffle_bn=False, **TINY_RESNET)
     model = build_model(cfg).train()
     with torch.no_grad():
         for p in model.encoder.parameters():
             p.add_(0.1 * torch.randn_like(p))  # the key encoder is now stale
     x, _ = views()
-    model(x, x, momentum=0.0)  # m = 0: the update copies the query encoder, so keys must equal the queries
+    model(x, x, momentum=zero)  # m = 0: the update copies the query encoder, so keys must equal the queries
     assert all(torch.equal(a, b) for a, b in zip(model.encoder.parameters(), model.momentum_encoder.parameters()))
     expected_keys = F.normalize(model.encoder(x), dim=1)  # train-mode BN: depends only on the batch
     torch.testing.assert_close(model.queue.keys[:8], expected_keys.detach())
@@ -125,3 +127,51 @@ def test_a_reloaded_model_continues_identically(name):
     assert train_steps(restored, restored_optim, batches[2:]) == expected
     for (key, a), b in zip(model.state_dict().items(), restored.state_dict().values()):
         assert torch.equal(a, b), key
+
+
+def test_a_training_step_makes_no_copy_of_the_queue():
+    """The loss reads the queue buffer itself; the enqueue writes B rows in place (the old code cloned K×C)."""
+    model = build_model(ModelConfig(version="v2", queue_size=37, symmetric=True, bn_splits=2, **TINY_RESNET)).train()
+    queue_shape = tuple(model.queue.keys.shape)  # 37×128: no other tensor of the step has this shape
+
+    class FreshQueueSizedTensors(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = [a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)]
+            if isinstance(out, torch.Tensor) and tuple(out.shape) == queue_shape and \
+                    out.untyped_storage().data_ptr() not in inputs:
+                self.ops.append(str(func))
+            return out
+
+    batches = [views() for _ in range(2)]
+    with FreshQueueSizedTensors() as recorder:
+        for x1, x2 in batches:  # the second forward also writes the first step's keys
+            model(x1, x2)["loss"].backward()
+    assert recorder.ops == []
+    assert int(model.queue.ptr) == 32  # both steps' 2N keys are in
+
+
+def test_a_backbone_without_batch_statistics_encodes_both_views_in_one_call_with_the_same_result():
+    assert not build_model(CONFIGS["v3-resnet"]).batch_views  # BatchNorm: one call per view, as the official code
+    model = build_model(CONFIGS["v3-vit"]).train()
+    assert model.batch_views
+    separate = copy.deepcopy(model)
+    separate.batch_views = False
+    calls = {"batched": 0, "separate": 0}
+    for name, m in (("batched", model), ("separate", separate)):
+        for backbone in (m.encoder.backbone, m.momentum_encoder.backbone):
+            backbone.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    x1, x2 = views()
+    out = model(x1, x2, momentum=0.9)
+    expected = separate(x1, x2, momentum=0.9)
+    assert calls == {"batched": 2, "separate": 4}  # query and key encoders: one backbone call each, or one per view
+    torch.testing.assert_close(out["loss"], expected["loss"])
+    out["loss"].backward()
+    expected["loss"].backward()
+    for (name, a), b in zip(model.named_parameters(), separate.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, msg=name)

@@ -60,3 +60,18 @@ def test_cosine_schedule_starts_at_m0_ends_at_one_and_rises():
     assert all(a <= b for a, b in zip(values, values[1:]))
     # the formula of the paper at an arbitrary point
     assert cosine_momentum(0.3, 0.996) == pytest.approx(1 - 0.5 * (1 + math.cos(math.pi * 0.3)) * 0.004)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_tensor_momentum_gives_the_float_update_and_is_exact_at_zero_and_one(dtype):
+    online, target = two_nets()
+    start = [p.clone() for p in target.parameters()]
+    expected = [0.9 * t + 0.1 * o for t, o in zip(start, online.parameters())]
+    momentum_update_(target, online, torch.tensor(0.9, dtype=dtype))
+    for e, t in zip(expected, target.parameters()):
+        torch.testing.assert_close(t, e)
+    before = [p.clone() for p in target.parameters()]
+    momentum_update_(target, online, torch.tensor(1.0, dtype=dtype))
+    assert all(torch.equal(b, t) for b, t in zip(before, target.parameters()))
+    momentum_update_(target, online, torch.tensor(0.0, dtype=dtype))
+    assert all(torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters()))

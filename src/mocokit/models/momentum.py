@@ -18,17 +18,25 @@ def make_momentum_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def momentum_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+def momentum_update_(target: nn.Module, online: nn.Module, momentum: float | torch.Tensor) -> None:
     """θ_target ← m·θ_target + (1−m)·θ_online for every parameter, in a few fused foreach kernels.
 
     Parameters only, as the official code: each encoder's BatchNorm running statistics come from its own forward
-    passes. `lerp` with weight (1−m) is exactly a copy at m = 0 and exactly a no-op at m = 1.
+    passes. Exactly a copy at m = 0 and exactly a no-op at m = 1.
+    momentum: a Python float, or a 0-dim tensor (on any device the parameters' foreach kernels accept, e.g. theirs).
+    A tensor is what a scheduled m (v3) should be under torch.compile: a float is baked into the compiled graph as a
+    constant and every new value would recompile it, and reading a device tensor back as a float would sync.
     """
     target_params = list(target.parameters())
     online_params = [p.detach() for p in online.parameters()]
     if len(target_params) != len(online_params):
         raise ValueError("momentum encoder and query encoder have different parameter lists")
-    torch._foreach_lerp_(target_params, online_params, 1.0 - float(momentum))
+    if isinstance(momentum, torch.Tensor):
+        # lerp's fused foreach form takes only a Python weight: m·θ_t + (1−m)·θ_o with tensor scalars instead.
+        torch._foreach_mul_(target_params, momentum)
+        torch._foreach_add_(target_params, torch._foreach_mul(online_params, 1.0 - momentum))
+    else:
+        torch._foreach_lerp_(target_params, online_params, 1.0 - float(momentum))
 
 
 def cosine_momentum(progress: float, base_momentum: float) -> float:

@@ -1,0 +1,32 @@
+"""Smoke test of `make bench` (benchmarks/run.py) in its tiny mode: every section runs and the JSON it writes holds
+the ratios the project tracks. The full benchmark is not part of the test suite (it takes minutes)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_tiny_benchmark_prints_the_table_and_writes_the_tracked_ratios(tmp_path):
+    out, full = tmp_path / "results.json", tmp_path / "full.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--tiny", "--threads", "1", "--out", str(out),
+         "--full-out", str(full)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| workload | baseline images/s | mocokit images/s |" in run.stdout
+    results = json.loads(out.read_text())
+    for key in ("step_speedup_v2", "step_speedup_v3", "flops_fraction", "peak_memory_ratio"):
+        assert results[key] > 0, key
+    record = json.loads(full.read_text())
+    for row in record["steps"].values():
+        # the ratios are those of the measured numbers, and the FLOPs are the model's, not zero
+        rates = row["images_per_s"]
+        assert abs(row["speedup"] - rates["mocokit"]["median"] / rates["baseline"]["median"]) < 1e-9
+        assert row["step_flops"] > 0 and row["peak_step_bytes"]["baseline"] > 0
+        assert row["first_loss_relative_difference"] < 1e-4  # the baseline runs the same algorithm on the same model
+    assert set(record["epoch"]["backends"]) == {"batched_in_memory", "per_image_workers"}
+    assert all(row["epoch_seconds"] > 0 for row in record["epoch"]["backends"].values())
