@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mocokit.losses import batch_contrastive_loss, contrastive_accuracy, info_nce_with_queue
+from mocokit.losses import batch_contrastive_loss, contrastive_accuracy, info_nce_in_batch, info_nce_with_queue
 
 
 def unit(*shape):
@@ -47,6 +47,16 @@ def test_batch_loss_equals_slow_loop_on_every_rank(n, ranks, temperature):
         loss, logits = batch_contrastive_loss(q, k_global, temperature, rank)
         assert logits.shape == (n, n * ranks)
         assert loss.item() == pytest.approx(slow_v3_loss(q, k_global, temperature, rank), rel=1e-9)
+
+
+@pytest.mark.parametrize("n,ranks,temperature", [(4, 1, 0.07), (3, 2, 0.2)])
+def test_end_to_end_loss_is_the_batch_loss_without_the_2t_factor(n, ranks, temperature):
+    k_global = unit(n * ranks, 8)
+    q = unit(n, 8)
+    loss, logits = info_nce_in_batch(q, k_global, temperature, rank=ranks - 1)
+    assert logits.shape == (n, n * ranks)
+    assert loss.item() == pytest.approx(slow_v3_loss(q, k_global, temperature, ranks - 1) / (2 * temperature),
+                                        rel=1e-9)
 
 
 @pytest.mark.parametrize("queue_size", [1, 7, 4096])

@@ -1,7 +1,8 @@
 """MoCo's losses as pure functions of L2-normalised embeddings.
 
-`info_nce_with_queue` is the v1/v2 loss (positive key + K negatives from the queue); `batch_contrastive_loss` is the
-v3 loss (the other keys of the global batch are the negatives), one direction of the symmetric pair.
+`info_nce_with_queue` is the v1/v2 loss (positive key + K negatives from the queue, or from a memory bank);
+`batch_contrastive_loss` is the v3 loss (the other keys of the global batch are the negatives), one direction of the
+symmetric pair; `info_nce_in_batch` is the same without v3's 2T factor (the end-to-end dictionary).
 """
 
 from __future__ import annotations
@@ -39,9 +40,19 @@ def batch_contrastive_loss(
     similarity q·k independent of the temperature (the factor 2 is the paper's convention). It keeps the effective
     learning rate comparable across temperatures; keep it, as the official code does.
     """
+    loss, logits = info_nce_in_batch(q, k_global, temperature, rank)
+    return loss * (2 * temperature), logits
+
+
+def info_nce_in_batch(
+    q: torch.Tensor, k_global: torch.Tensor, temperature: float, rank: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE whose negatives are the other keys of the global batch: the end-to-end dictionary of the MoCo paper
+    (figure 2a), and the v3 loss without its 2T factor. Shapes and positives as in `batch_contrastive_loss`; returns
+    (mean cross-entropy, logits N×(P·N))."""
     logits = q @ k_global.T / temperature  # N×(P·N)
     targets = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]  # positives on the rank's diagonal
-    return F.cross_entropy(logits, targets) * (2 * temperature), logits
+    return F.cross_entropy(logits, targets), logits
 
 
 def contrastive_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,127 @@
+"""Runs an experiment: each variant is an ordinary pretraining run in its own folder under the experiment's folder,
+then a table (Markdown and JSON) and a figure. Running the same command again continues an interrupted experiment:
+finished variants are read back from their run folders, an interrupted one resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mocokit.config import load_config
+from mocokit.engine.pretrain import pretrain
+from mocokit.experiments.spec import Experiment, VariantResult
+from mocokit.reporting import read_metrics
+
+MODES = ("small", "smoke", "paper")
+
+
+@dataclass
+class ExperimentResult:
+    experiment: Experiment
+    folder: Path
+    variants: list[VariantResult]
+    table: Path  # table.md
+    results: Path  # results.json
+    figure: Path
+    minutes: float
+    interrupted: bool  # a variant stopped on a signal: run the same command again to continue
+
+
+def run_experiment(experiment: Experiment, folder: Path, overrides: Sequence[str] = (), mode: str = "small",
+                   echo: Callable[[str], None] = print) -> ExperimentResult:
+    """Run every variant of `experiment` into `folder`/<variant>. mode: "small" (the default scale, this machine),
+    "smoke" (a few steps, for CI) or "paper" (the paper's scale, for GPUs). `overrides` apply to all variants
+    (e.g. data.path, train.epochs, train.device)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    started = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    results: list[VariantResult] = []
+    variants = experiment.variants
+    if mode == "smoke" and len(variants) > 2:  # the first and the last: every code path, half the time
+        variants = (variants[0], variants[-1])
+    for number, variant in enumerate(variants, 1):
+        run_dir = folder / slug(variant.label)
+        preset, config_overrides = experiment.config_for(variant, mode, overrides)
+        cfg = load_config(preset, [*config_overrides, f"run.dir={run_dir}", "resume=auto"])
+        echo(f"[{experiment.name} {number}/{len(variants)}] {variant.label}: "
+             f"{' '.join(variant.overrides) or 'base config'}")
+        outcome = pretrain(cfg, echo=lambda message, label=variant.label: echo(f"  [{label}] {message}"))
+        if not outcome.completed:
+            echo(f"{experiment.name} stopped during {variant.label}; run the same command again to continue")
+            return _finish(experiment, folder, results, started, interrupted=True)
+        result = read_variant(variant, run_dir, outcome.minutes)
+        if experiment.evaluate is not None:
+            result.extra.update(experiment.evaluate(experiment, result, list(overrides), mode))
+        results.append(result)
+        echo(f"  {variant.label}: kNN top-1 {_percent(result.knn_top1)} (random init "
+             f"{_percent(result.random_init_top1)}), instance discrimination {_percent(result.inst_disc_accuracy)}")
+    return _finish(experiment, folder, results, started, interrupted=False)
+
+
+def read_variant(variant, run_dir: Path, minutes: float) -> VariantResult:
+    """A finished variant's numbers, from its metrics.jsonl (so a rerun reports the same numbers)."""
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    epochs = metrics["epoch"]
+    curve = [(float(r["epoch"]), float(r["knn_top1"])) for r in epochs if r.get("knn_top1") is not None]
+    knn = [r for r in epochs if r.get("knn_top1") is not None]
+    baseline = metrics["baseline"][-1] if metrics["baseline"] else {}
+    final = metrics["final"][-1] if metrics["final"] else {}
+    return VariantResult(
+        variant, run_dir,
+        knn_top1=knn[-1]["knn_top1"] if knn else None, knn_top5=knn[-1].get("knn_top5") if knn else None,
+        random_init_top1=baseline.get("knn_top1"),
+        inst_disc_accuracy=epochs[-1].get("accuracy") if epochs else None,
+        final_loss=epochs[-1].get("loss") if epochs else None,
+        minutes=float(final.get("minutes", minutes)), knn_curve=curve,
+    )
+
+
+def _finish(experiment: Experiment, folder: Path, results: list[VariantResult], started: float,
+            interrupted: bool) -> ExperimentResult:
+    minutes = (time.perf_counter() - started) / 60
+    results_path = folder / "results.json"
+    results_path.write_text(json.dumps({
+        "experiment": experiment.name, "title": experiment.title, "paper": experiment.paper,
+        "complete": not interrupted, "minutes": round(minutes, 2), "variants": [r.row() for r in results],
+    }, indent=2, default=str) + "\n")
+    table = folder / "table.md"
+    table.write_text(markdown_table(experiment, results))
+    figure = experiment.plot(experiment, results, folder / f"{experiment.name}.png") if results else folder
+    return ExperimentResult(experiment, folder, results, table, results_path, figure, minutes, interrupted)
+
+
+def markdown_table(experiment: Experiment, results: list[VariantResult]) -> str:
+    header = ["variant", *experiment.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        row = result.row()
+        lines.append("| " + " | ".join([result.variant.label, *(_cell(column, row.get(column))
+                                                               for column in experiment.columns)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(column: str, value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and column != "minutes" and ("top1" in column or "accuracy" in column
+                                                              or column.endswith("_gain")):
+        return f"{100 * value:.1f}%"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def slug(label: str) -> str:
+    """A folder name for a variant label: 'm = 0.99' -> 'm-0.99'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", label).strip("-").lower() or "variant"

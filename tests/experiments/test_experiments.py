@@ -1,0 +1,78 @@
+"""The papers' experiments: every variant is a valid config, the table and figure are written, and each experiment
+runs end to end in its smoke mode on a tiny image folder (the real runs are in docs/experiments.md)."""
+
+import json
+
+import pytest
+
+from mocokit.cli import main
+from mocokit.config import load_config
+from mocokit.experiments import EXPERIMENTS, run_experiment
+from mocokit.experiments.runner import markdown_table, slug
+
+from ..engine.conftest import write_image_folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("experiment-images"), classes=3, per_class=16)
+
+
+def test_the_issue_s_six_experiments_exist_with_distinct_variant_folders():
+    assert set(EXPERIMENTS) == {"dictionary", "momentum", "shuffle-bn", "vit-stability", "v1-v2-v3", "transfer"}
+    for experiment in EXPERIMENTS.values():
+        folders = [slug(v.label) for v in experiment.variants]
+        assert len(set(folders)) == len(folders) > 1, experiment.name
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+@pytest.mark.parametrize("mode", ["small", "smoke", "paper"])
+def test_every_variant_is_a_valid_config_that_varies_what_the_experiment_says(name, mode):
+    experiment = EXPERIMENTS[name]
+    configs = [load_config(*experiment.config_for(v, mode)) for v in experiment.variants]
+    if mode == "paper":  # ImageNet-sized: the papers' networks and schedules
+        assert all(c.model.backbone in ("resnet50", "vit_small", "vit_base") for c in configs)
+        assert all(c.train.epochs >= 100 for c in configs)
+    if mode != "smoke":  # (the tiny mode may shrink variants alike, e.g. every end-to-end batch to 16)
+        assert len({repr(c) for c in configs}) == len(configs)  # no two variants train the same thing
+    if name == "momentum":
+        assert [c.model.momentum for c in configs] == [v.x for v in experiment.variants]
+    if name == "vit-stability":
+        assert [c.model.freeze_patch_embed for c in configs] == [False, True]
+        assert all(c.model.backbone == ("vit_base" if mode == "paper" else "vit_tiny") for c in configs)
+    if name == "v1-v2-v3":
+        assert [c.model.version for c in configs] == ["v1", "v2", "v3"]
+        budget = {(c.train.epochs, c.train.batch_size, c.data.max_images) for c in configs}
+        assert len(budget if mode != "paper" else {c.train.epochs for c in configs}) == 1  # the same budget
+
+
+def test_slugs_and_table_cells():
+    assert slug("m = 0.99") == "m-0.99" and slug("queue K=256") == "queue-k-256"
+    experiment = EXPERIMENTS["momentum"]
+    assert markdown_table(experiment, []).splitlines()[0] == "| variant | knn_top1 | inst_disc_accuracy | final_loss " \
+                                                              "| minutes |"
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_each_experiment_runs_end_to_end_in_its_smoke_mode(name, images, tmp_path):
+    result = run_experiment(EXPERIMENTS[name], tmp_path / name, [f"data.path={images}"], mode="smoke",
+                            echo=lambda _m: None)
+    assert not result.interrupted and len(result.variants) == 2
+    assert result.figure.suffix == ".png" and result.figure.stat().st_size > 1000
+    saved = json.loads(result.results.read_text())
+    assert saved["complete"] and [v["label"] for v in saved["variants"]] == [r.variant.label for r in
+                                                                             result.variants]
+    assert all(v["knn_top1"] is not None and 0 <= v["knn_top1"] <= 1 for v in saved["variants"])
+    table = result.table.read_text()
+    assert all(r.variant.label in table for r in result.variants)
+    if name == "transfer":
+        assert all("finetune_gain" in v and v["pretrained_curve"]["test_top1"] for v in saved["variants"])
+    again = run_experiment(EXPERIMENTS[name], tmp_path / name, [f"data.path={images}"], mode="smoke",
+                           echo=lambda _m: None)  # finished variants are read back, not retrained
+    assert [r.knn_top1 for r in again.variants] == [r.knn_top1 for r in result.variants]
+
+
+def test_the_command_lists_the_experiments_and_refuses_an_unknown_one(capsys):
+    assert main(["experiment", "list"]) == 0
+    assert "vit-stability" in capsys.readouterr().out
+    assert main(["experiment", "no-such-thing"]) == 2
