@@ -6,12 +6,14 @@ import argparse
 import sys
 
 from mocokit import __version__
-from mocokit.commands import embed, export, finetune, knn, linear, presets, pretrain, transfer
+from mocokit.commands import embed, experiment, export, finetune, knn, linear, presets, pretrain, transfer
 
 # in the order `mocokit --help` lists them
-COMMANDS = [pretrain, knn, linear, finetune, transfer, export, embed, presets]
+COMMANDS = [pretrain, knn, linear, finetune, transfer, export, embed, experiment, presets]
 
-EXIT_USER_ERROR = 2  # a bad config, bad data or an unusable checkpoint: the message says what to do
+EXIT_USER_ERROR = 2  # a bad config, bad data, an unusable checkpoint or run folder: nothing was trained or written
+# The loss diverged, or a checkpoint could not be written (disk full, folder made read-only) while training: the
+# last good checkpoint is kept and the run continues with resume=auto once the cause is fixed.
 EXIT_TRAINING_FAILED = 1
 
 
@@ -31,14 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mocokit.config import ConfigError
     from mocokit.data import DataError
-    from mocokit.engine.checkpoint import CheckpointError
+    from mocokit.engine.checkpoint import CheckpointError, CheckpointWriteError
+    from mocokit.engine.lock import RunFolderError
     from mocokit.engine.loop import NonFiniteLoss
     from mocokit.evaluation.classifier import BackboneChanged
 
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, DataError, CheckpointError, FileExistsError, FileNotFoundError) as error:
+    except CheckpointWriteError as error:
+        print(f"mocokit: training stopped: {error}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
+    except (ConfigError, DataError, CheckpointError, RunFolderError, FileExistsError, FileNotFoundError) as error:
         print(f"mocokit: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except NonFiniteLoss as error:
@@ -47,9 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     except BackboneChanged as error:  # the linear probe's sanity check: a bug, reported without a traceback
         print(f"mocokit: sanity check failed: {error}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        print(f"mocokit: out of memory ({(str(error).splitlines() or [''])[0][:200]}); lower train.batch_size, "
+              "data.image_size or the model's size (the last checkpoint is kept)", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
     except KeyboardInterrupt:
         print("mocokit: interrupted; the last checkpoint is kept (continue with resume=auto)", file=sys.stderr)
         return 130
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, or PyTorch's for a GPU (torch.cuda.OutOfMemoryError, a RuntimeError)."""
+    torch = sys.modules.get("torch")
+    return isinstance(error, MemoryError) or (torch is not None and isinstance(error, torch.cuda.OutOfMemoryError))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ def run(args: argparse.Namespace) -> int:
     result = pretrain(load_config(args.config, args.overrides))
     if result.interrupted:
         return INTERRUPTED
+    if not result.main_process:  # under torchrun, rank 0 reports for every process
+        return 0
     if result.knn_top1 is not None and result.baseline_top1 is not None:
         print(f"kNN top-1: pretrained {result.knn_top1:.4f} | random init {result.baseline_top1:.4f} "
               f"({100 * (result.knn_top1 - result.baseline_top1):+.1f} points)")

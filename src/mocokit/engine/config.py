@@ -39,6 +39,9 @@ class OptimConfig:
             raise ValueError("optim.schedule=step needs optim.milestones, e.g. [120, 160]")
 
 
+MAX_THREADS = 1024  # far above any CPU's core count; PyTorch accepts up to 2**31 - 1 threads, then crashes at exit
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 200
@@ -47,19 +50,43 @@ class TrainConfig:
     deterministic: bool = False  # seeded, deterministic kernels: a resumed run ends with the same weights
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:1, ...
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA GPUs that have it, else fp32
-    channels_last: bool = False  # NHWC memory format for convolutional backbones (faster on GPUs with AMP)
-    compile: bool = False  # torch.compile the model (compile time is reported)
+    # NHWC memory format for convolutional backbones: for GPUs with AMP. Off by default: on the 2-core CPU measured
+    # here it made the ResNet-18 step slower, with or without BatchNorm groups (README, Performance).
+    channels_last: bool = False
+    # torch.compile the step's forward; the first step's time, compilation included, is logged. auto: on CUDA GPUs
+    # only: on a CPU the first step compiles for many minutes (README, Performance), which pays only on long runs.
+    compile: bool | Literal["auto"] = "auto"
     threads: int | None = None  # CPU threads for PyTorch (None: PyTorch's default)
     stop_at_step: int | None = None  # end early after this global step, as if interrupted (the run can resume)
+    # A step whose loss or gradients are NaN or infinite. stop: the run ends naming the step (checked at log and
+    # checkpoint points, no per-step sync), the last good checkpoint is kept. skip: that step's update is not applied
+    # and the step is named in a warning (one host sync per step); the run still stops if the step already spoiled
+    # the model's buffers (queue, BatchNorm statistics).
+    on_nonfinite: Literal["stop", "skip"] = "stop"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.compile not in (True, False, "auto"):
+            raise ValueError(f"train.compile must be true, false or auto, got {self.compile!r}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"train.on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
+        if self.device != "auto":
+            import torch
+
+            try:
+                kind = torch.device(self.device).type
+            except (RuntimeError, ValueError, TypeError):
+                kind = None
+            if kind not in ("cpu", "cuda", "mps", "xpu"):
+                raise ValueError(f"train.device must be auto, cpu, cuda, cuda:<index>, mps or xpu, got {self.device!r}")
         if self.stop_at_step is not None and self.stop_at_step < 1:
             raise ValueError(f"train.stop_at_step must be >= 1 or null, got {self.stop_at_step}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"train.threads must be >= 1 or null, got {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"train.threads must be between 1 and {MAX_THREADS} or null, got {self.threads}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"train.seed must be between 0 and 2**32 - 1 (NumPy's seed range), got {self.seed}")
 
 
 @dataclass

@@ -6,7 +6,6 @@ run.keep_every_epochs is set), metrics.jsonl, tensorboard/, and at the end plots
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 import warnings
@@ -23,12 +22,29 @@ from mocokit import distributed
 from mocokit.config import Config, ConfigError, config_to_yaml
 from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
-from mocokit.engine.checkpoint import LAST, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from mocokit.engine.interrupt import GracefulStop
-from mocokit.engine.loop import EpochResult, NonFiniteLoss, StepRunner, train_one_epoch, watched_parameters
+from mocokit.engine.checkpoint import (
+    LAST,
+    PREVIOUS,
+    capture_rng_state,
+    keep_copy,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from mocokit.engine.interrupt import GracefulStop, StopAgreement
+from mocokit.engine.launch import data_parallel, process_group_from_environment
+from mocokit.engine.lock import RunLock
+from mocokit.engine.loop import (
+    EpochResult,
+    NonFiniteLoss,
+    StepRunner,
+    compile_enabled,
+    train_one_epoch,
+    watched_parameters,
+)
 from mocokit.engine.monitor import KnnMonitor
 from mocokit.engine.optim import build_optimizer, scaled_learning_rate
-from mocokit.engine.rundir import checkpoint_dir, resolve_run_dir, resume_checkpoint
+from mocokit.engine.rundir import checkpoint_dir, epoch_copy_name, load_resume_checkpoint, resolve_run_dir
 from mocokit.engine.runtime import autocast_factory, configure_runtime, needs_grad_scaler, resolve_precision
 from mocokit.engine.sampling import EpochSampler, SeededSamples
 from mocokit.engine.schedules import learning_rate_at, momentum_at
@@ -48,19 +64,22 @@ class PretrainResult:
     baseline_top1: float | None  # the same network at random initialisation
     baseline_top5: float | None
     minutes: float  # this invocation's wall time
+    main_process: bool = True  # False on the other ranks of a multi-process run, which should stay quiet
 
 
 def pretrain(cfg: Config, echo: Callable[[str], None] = print) -> PretrainResult:
     """Run (or continue) the pretraining that `cfg` describes. Raises ConfigError/DataError/CheckpointError for
     unusable inputs before anything is trained, and NonFiniteLoss when the loss diverges."""
-    return Pretraining(cfg, echo).run()
+    # under torchrun: one process of many; the main process locks the run folder (a second pretrain is refused)
+    with process_group_from_environment(cfg.train.device), RunLock() as lock:
+        return Pretraining(cfg, echo, lock).run()
 
 
 class Pretraining:
     """The pieces of one pretraining run, set up in order: run folder, data, model and optimiser, resume state,
     monitor and logging. `run()` then trains epoch by epoch."""
 
-    def __init__(self, cfg: Config, echo: Callable[[str], None]) -> None:
+    def __init__(self, cfg: Config, echo: Callable[[str], None], lock: RunLock | None = None) -> None:
         self.cfg = cfg
         self.started = time.perf_counter()
         self.main = distributed.is_main_process()
@@ -71,9 +90,15 @@ class Pretraining:
             raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes")
         self.local_batch = cfg.train.batch_size // world
 
-        self.run_dir = resolve_run_dir(cfg.run.dir, cfg.name)
-        self.resume_from = resume_checkpoint(self.run_dir, cfg.resume)
-        self.payload = load_checkpoint(self.resume_from) if self.resume_from else None
+        # rank 0 decides (a timestamped folder name, the checkpoint to resume) and every rank follows
+        self.run_dir = distributed.broadcast_object(resolve_run_dir(cfg.run.dir, cfg.name))
+        if self.main and lock is not None:
+            lock.acquire(self.run_dir)  # before reading or writing anything there; released by pretrain()
+        # resume=auto skips damaged checkpoints, naming them (rundir.load_resume_checkpoint)
+        resume_from, self.payload = load_resume_checkpoint(self.run_dir, cfg.resume, self.say)
+        self.resume_from = distributed.broadcast_object(resume_from)
+        if self.resume_from != resume_from:
+            self.payload = load_checkpoint(self.resume_from) if self.resume_from else None
         if self.payload is not None:
             _check_same_model(self.payload, cfg, self.resume_from)
         self._setup_data()
@@ -119,20 +144,26 @@ class Pretraining:
 
     def _setup_model(self) -> None:
         cfg = self.cfg
-        self.model = build_model(cfg).to(self.device)
+        self.model = build_model(cfg, dataset_size=len(self.train_set)).to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.peak_lr = scaled_learning_rate(cfg.optim, cfg.train.batch_size)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr)
+        self.trained_model = data_parallel(self.model, self.device)  # what the step calls; self.model: the MoCo
         self.dtype = resolve_precision(cfg.train.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler(self.dtype) else None
         self.autocast = autocast_factory(self.device, self.dtype)
         batch_augment = mdata.build_batch_augment(cfg.data, self.device) if cfg.data.augment == "batched" else None
         self.run_step = StepRunner(
-            torch.compile(self.model) if cfg.train.compile else self.model,
+            self.trained_model,
             self.optimizer, self.device, self.autocast, self.scaler, cfg.train.channels_last, cfg.optim.grad_clip,
-            batch_augment, watched_parameters(self.model),
+            batch_augment, watched_parameters(self.model), skip_nonfinite=cfg.train.on_nonfinite == "skip",
+            compile=compile_enabled(cfg.train.compile, self.device), on_compiled=self._report_compile,
         )
+
+    def _report_compile(self, seconds: float) -> None:
+        self.say(f"torch.compile: the first step took {seconds:.1f} s, compilation included")
+        self.log({"kind": "compile", "step": self.steps_done + 1, "seconds": seconds})
 
     def _restore_progress(self) -> None:
         self.steps_done = self.epochs_done = self.batch_in_epoch = 0
@@ -177,7 +208,8 @@ class Pretraining:
         """Checkpoint everything a resume needs (main process only), atomically."""
         if not self.main:
             return
-        save_checkpoint(checkpoint_dir(self.run_dir) / LAST, {
+        folder = checkpoint_dir(self.run_dir)
+        save_checkpoint(folder / LAST, previous=folder / PREVIOUS, payload={
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "step": step, "epoch": epoch, "steps_per_epoch": self.steps_per_epoch, "rng": capture_rng_state(),
@@ -199,10 +231,11 @@ class Pretraining:
         if already_complete:
             self.say(f"{self.run_dir} already completed its {cfg.train.epochs} epochs; nothing to train")
         stopper = GracefulStop()
+        self.stop_agreed = StopAgreement(stopper, every=min(10, self.cfg.run.log_every_steps))
         try:
             with stopper:
                 for epoch in range(self.epochs_done, cfg.train.epochs):
-                    result = self._train_epoch(epoch, stopper)
+                    result = self._train_epoch(epoch)
                     if self.steps_done < (epoch + 1) * self.steps_per_epoch:  # stopped inside the epoch
                         self.save(self.steps_done, epoch)
                         break
@@ -214,7 +247,8 @@ class Pretraining:
             raise
         completed = self.epochs_done == cfg.train.epochs
         if not completed:
-            why = f"{stopper.signal_name} received" if stopper.requested else "train.stop_at_step"
+            why = f"{stopper.signal_name or 'a stop signal'} received" if self.stop_agreed.requested \
+                else "train.stop_at_step"
             self.say(f"stopped at step {self.steps_done} ({why}), checkpoint saved; run the same command again to "
                      "continue (resume=auto)")
         minutes = (time.perf_counter() - self.started) / 60
@@ -225,10 +259,11 @@ class Pretraining:
                       "baseline_top1": self.baseline[0] if self.baseline else None})
         self._close()
         baseline = self.baseline or (None, None)
-        return PretrainResult(self.run_dir, self.epochs_done, self.steps_done, completed, stopper.requested,
-                              knn[0] if knn else None, knn[1] if knn else None, baseline[0], baseline[1], minutes)
+        return PretrainResult(self.run_dir, self.epochs_done, self.steps_done, completed, self.stop_agreed.requested,
+                              knn[0] if knn else None, knn[1] if knn else None, baseline[0], baseline[1], minutes,
+                              self.main)
 
-    def _train_epoch(self, epoch: int, stopper: GracefulStop) -> EpochResult:
+    def _train_epoch(self, epoch: int) -> EpochResult:
         cfg = self.cfg
         self.sampler.set_epoch(epoch, start_batch=self.batch_in_epoch)
         first_step = epoch * self.steps_per_epoch + self.batch_in_epoch
@@ -245,7 +280,7 @@ class Pretraining:
             checkpoint_every=cfg.run.checkpoint_every_steps,
             on_checkpoint=lambda step: self.save(step, epoch),
             stop_at_step=cfg.train.stop_at_step,
-            stop_requested=lambda: stopper.requested,
+            stop_requested=self.stop_agreed,
             progress=progress,
         )
         progress.close()
@@ -259,9 +294,11 @@ class Pretraining:
         cfg = self.cfg
         self.epochs_done += 1
         record = {"kind": "epoch", "epoch": self.epochs_done, "step": self.steps_done,
-                  "loss": result.loss_sum / max(result.steps, 1),
-                  "accuracy": result.accuracy_sum / max(result.steps, 1),
+                  "loss": result.loss_sum / max(result.steps - result.skipped, 1),
+                  "accuracy": result.accuracy_sum / max(result.steps - result.skipped, 1),
                   "epoch_seconds": result.seconds, "knn_top1": None, "knn_top5": None}
+        if result.skipped:
+            record["skipped_steps"] = result.skipped
         knn = None
         if self.monitor is not None and (self.epochs_done % cfg.monitor.knn_every_epochs == 0
                                          or self.epochs_done == cfg.train.epochs):
@@ -273,7 +310,7 @@ class Pretraining:
         self.save(self.steps_done, self.epochs_done)
         if self.main and cfg.run.keep_every_epochs and self.epochs_done % cfg.run.keep_every_epochs == 0:
             folder = checkpoint_dir(self.run_dir)
-            shutil.copyfile(folder / LAST, folder / f"epoch_{self.epochs_done:04d}.pt")
+            keep_copy(folder / LAST, folder / epoch_copy_name(self.epochs_done))
 
     def _close(self) -> None:
         if self.metrics is not None:
@@ -284,7 +321,10 @@ class Pretraining:
 def _check_same_model(payload: dict, cfg: Config, path: Path) -> None:
     saved = payload.get("config", {}).get("model", {})
     current = to_tree(cfg.model)
-    differing = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+    defaults = to_tree(type(cfg.model)())
+    # a setting added after the checkpoint was written counts as its default value (older checkpoints resume)
+    differing = sorted(key for key in set(saved) | set(current)
+                       if saved.get(key, defaults.get(key)) != current.get(key))
     if differing:
         details = ", ".join(f"model.{k}: {saved.get(k)!r} in the checkpoint, {current.get(k)!r} now" for k in differing)
         raise ConfigError(f"{path} was trained with another model ({details}); resume with the same model settings")

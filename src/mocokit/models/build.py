@@ -9,16 +9,20 @@ from torch import nn
 from mocokit import distributed
 from mocokit.models.backbones import build_backbone, is_vit
 from mocokit.models.config import ModelConfig
+from mocokit.models.dictionaries import EndToEnd, MemoryBankMoCo
 from mocokit.models.heads import v1_head, v2_head, v3_predictor, v3_projector
+from mocokit.models.memory_bank import MemoryBank
 from mocokit.models.moco import MoCo
 from mocokit.models.shuffle_bn import split_batch_norms
+from mocokit.models.sync_bn import sync_batch_norms
 
 V3_HIDDEN_DIM = 4096
 
 
-def build_model(cfg) -> MoCo:
+def build_model(cfg, dataset_size: int | None = None) -> MoCo:
     """cfg: a full config (its `.model` is used) or a `ModelConfig`. Call after torch.distributed is initialised,
-    if it is used: the number of BatchNorm groups per process depends on the world size."""
+    if it is used: the number of BatchNorm groups per process depends on the world size. dataset_size: the number
+    of training images, needed by model.dictionary=memory_bank (one stored feature per image)."""
     model_cfg: ModelConfig = getattr(cfg, "model", cfg)
     backbone = build_backbone(model_cfg)
     _split_bn_groups(backbone, model_cfg)
@@ -33,17 +37,36 @@ def build_model(cfg) -> MoCo:
         layers = model_cfg.projector_layers or (3 if vit else 2)
         head = v3_projector(width, hidden, model_cfg.dim, layers)
         predictor = v3_predictor(model_cfg.dim, hidden, model_cfg.predictor_layers, last_bn=vit)
-    return MoCo(
-        backbone,
-        head,
-        predictor,
-        dim=model_cfg.dim,
-        temperature=model_cfg.temperature,
-        momentum=model_cfg.momentum,
-        queue_size=model_cfg.queue_size if model_cfg.uses_queue else None,
-        symmetric=model_cfg.symmetric,
-        shuffle_bn=model_cfg.shuffle_bn and model_cfg.uses_queue,
-    )
+    common = dict(dim=model_cfg.dim, temperature=model_cfg.temperature, momentum=model_cfg.momentum,
+                  symmetric=model_cfg.symmetric, shuffle_bn=model_cfg.shuffle_bn and model_cfg.uses_queue)
+    if model_cfg.uses_queue and model_cfg.dictionary == "end_to_end":
+        model: MoCo = EndToEnd(backbone, head, predictor, **common)
+    elif model_cfg.uses_queue and model_cfg.dictionary == "memory_bank":
+        if dataset_size is None:
+            raise ValueError("model.dictionary=memory_bank needs the dataset size: build_model(cfg, dataset_size=N)")
+        bank = MemoryBank(dataset_size, model_cfg.dim, negatives=model_cfg.queue_size)
+        model = MemoryBankMoCo(backbone, head, predictor, memory_bank=bank, **common)
+    else:
+        model = MoCo(backbone, head, predictor, queue_size=model_cfg.queue_size if model_cfg.uses_queue else None,
+                     **common)
+    _sync_bn_across_processes(model, model_cfg)
+    return model
+
+
+def _sync_bn_across_processes(model: MoCo, cfg: ModelConfig) -> None:
+    """SyncBN where the config asks for it, on multi-process runs (one process already normalises over its whole
+    batch, so the model stays plain there and its state dict is the same either way)."""
+    scope = cfg.sync_bn_scope
+    if distributed.world_size() == 1 or scope == "none":
+        return
+    if scope == "all":
+        parts = [model.encoder, model.momentum_encoder]
+    else:
+        parts = [model.encoder.head, model.momentum_encoder.head]
+    native = distributed.collective_device().type == "cuda"  # NCCL: torch's fused GPU kernels
+    for part in [*parts, model.predictor]:
+        if part is not None:
+            sync_batch_norms(part, native)
 
 
 def _split_bn_groups(backbone: nn.Module, cfg: ModelConfig) -> None:

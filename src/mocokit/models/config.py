@@ -6,6 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Version = Literal["v1", "v2", "v3"]
+TIMM_PREFIX = "timm:"
+# Upper bounds far beyond any real model, so that a typo (an extra zero, a number where a name belongs) is a clear
+# error here instead of an integer overflow or an allocation failure deep inside PyTorch.
+MAX_LAYERS = 32  # projector / predictor depth
+MAX_SIZE = 2**16  # dim, hidden_dim, image_size, patch_size, bn_splits
+MAX_QUEUE = 2**24  # queue keys (the official ImageNet queue: 2**16)
+MAX_WIDTH = 16.0  # ResNet channel multiplier (1: the standard widths)
 
 
 @dataclass
@@ -30,13 +37,21 @@ class ModelConfig:
     momentum: float = 0.999  # key-encoder EMA m (v3: the starting value m0 of the cosine schedule)
     momentum_schedule: Literal["constant", "cosine"] = "constant"  # v3: "cosine", rising from m0 to 1
     queue_size: int = 65536  # K, number of negative keys in the queue (v1/v2 only)
+    # v1/v2 dictionary (MoCo paper, figure 2): "queue" (MoCo), "end_to_end" (negatives = the rest of the batch, keys
+    # from the query encoder with gradients) or "memory_bank" (one stored feature per image, K drawn per step)
+    dictionary: Literal["queue", "end_to_end", "memory_bank"] = "queue"
     symmetric: bool = False  # v1/v2: also swap the views and add the second loss term (as the CIFAR demo)
     shuffle_bn: bool = True  # v1/v2: shuffle BN against the batch-statistics shortcut
     # BatchNorm groups over the global batch (each group has its own batch statistics). On one device this is what
     # makes shuffle BN work: keys are shuffled across groups. With P processes each process uses bn_splits/P groups.
     bn_splits: int = 1
+    # BatchNorm statistics over all processes (SyncBN) on multi-process runs: "all" BatchNorms, only the "heads"
+    # (projector, predictor) or "none". auto: "all" for v3 (the official v3), "none" for v1/v2, whose backbone BN
+    # must stay per process for shuffle BN to work (moco #46). One process is one BN group either way.
+    sync_bn: Literal["auto", "none", "heads", "all"] = "auto"
 
     def __post_init__(self) -> None:
+        self._check_backbone()
         if self.temperature <= 0:
             raise ValueError(f"model.temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.momentum <= 1.0:
@@ -44,18 +59,58 @@ class ModelConfig:
         for name in ("dim", "predictor_layers", "bn_splits", "image_size", "patch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.width <= 0:
-            raise ValueError(f"model.width must be > 0, got {self.width}")
+        for name in ("dim", "hidden_dim", "image_size", "patch_size", "bn_splits"):
+            if (getattr(self, name) or 0) > MAX_SIZE:
+                raise ValueError(f"model.{name} must be at most {MAX_SIZE}, got {getattr(self, name)}")
+        if self.queue_size > MAX_QUEUE:
+            raise ValueError(f"model.queue_size must be at most {MAX_QUEUE}, got {self.queue_size}")
+        if not 0 < self.width <= MAX_WIDTH:
+            raise ValueError(f"model.width must be in (0, {MAX_WIDTH}], got {self.width}")
         if self.hidden_dim is not None and self.hidden_dim < 1:
             raise ValueError(f"model.hidden_dim must be >= 1 or null, got {self.hidden_dim}")
-        if self.projector_layers is not None and self.projector_layers < 1:
-            raise ValueError(f"model.projector_layers must be >= 1 or null, got {self.projector_layers}")
+        if self.projector_layers is not None and not 1 <= self.projector_layers <= MAX_LAYERS:
+            raise ValueError(f"model.projector_layers must be between 1 and {MAX_LAYERS} or null, got "
+                             f"{self.projector_layers}")
+        if self.predictor_layers > MAX_LAYERS:
+            raise ValueError(f"model.predictor_layers must be between 1 and {MAX_LAYERS}, got {self.predictor_layers}")
         if self.uses_queue and self.queue_size < 1:
             raise ValueError(f"model.queue_size must be >= 1 for MoCo {self.version}, got {self.queue_size}")
+        if self.dictionary != "queue" and not self.uses_queue:
+            raise ValueError(f"model.dictionary={self.dictionary} is for MoCo v1/v2; v3 takes its negatives from the "
+                             "batch (use model.dictionary=queue, the default)")
+        if self.uses_queue and self.shuffle_bn and self.sync_bn == "all":
+            raise ValueError(
+                "model.sync_bn=all with model.shuffle_bn on would share batch statistics across the processes that "
+                "shuffle BN keeps apart (moco #46): use model.sync_bn=heads or none for MoCo v1/v2"
+            )
         if self.backbone.startswith("vit") and self.image_size % self.patch_size:
             raise ValueError(
                 f"model.image_size ({self.image_size}) must be a multiple of model.patch_size ({self.patch_size})"
             )
+
+    def _check_backbone(self) -> None:
+        """The backbone name, here rather than when the model is built (timm's names need timm, imported only for
+        those). backbone_args, keyword arguments of timm's constructors, can only be checked by building."""
+        from mocokit.models.resnet import RESNET_LAYOUTS
+        from mocokit.models.vit import VIT_SIZES
+
+        name = self.backbone
+        if name.startswith(TIMM_PREFIX):
+            import timm
+
+            if not timm.is_model(name[len(TIMM_PREFIX):]):
+                raise ValueError(f"model.backbone={name}: timm has no model {name[len(TIMM_PREFIX):]!r}; "
+                                 f"`python -c \"import timm; print(timm.list_models('*resnet*'))\"` lists names")
+        elif name not in (*RESNET_LAYOUTS, *VIT_SIZES):
+            raise ValueError(f"unknown model.backbone {name!r}; choose one of "
+                             f"{', '.join((*RESNET_LAYOUTS, *VIT_SIZES))} or {TIMM_PREFIX}<timm model name>")
+
+    @property
+    def sync_bn_scope(self) -> str:
+        """sync_bn with auto resolved: "all", "heads" or "none"."""
+        if self.sync_bn != "auto":
+            return self.sync_bn
+        return "none" if self.uses_queue else "all"
 
     @property
     def uses_queue(self) -> bool:
