@@ -31,14 +31,15 @@ def timed(step: Step, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def alternate(variants: dict[str, Step], reps: int, steps: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds per step of each variant, `reps` samples each. The variants take turns, in an order that reverses at
-    every repetition (A B, B A, A B, ...), so slow drifts of a shared machine fall on both alike."""
-    names = list(variants)
+def alternate(samplers: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
+    """`reps` samples of each sampler (a call that measures and returns seconds per step). The samplers take turns,
+    in an order that reverses at every repetition (A B, B A, A B, ...), so slow drifts of a shared machine fall on
+    both alike."""
+    names = list(samplers)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
         for name in names if rep % 2 == 0 else names[::-1]:
-            samples[name].append(timed(variants[name], steps, device))
+            samples[name].append(samplers[name]())
     return samples
 
 
@@ -71,11 +72,11 @@ def matmul_flops_per_s(device: torch.device, dtype: torch.dtype = torch.float32,
     return rates
 
 
-def step_peak_bytes(step: Step, device: torch.device) -> int | None:
-    """Bytes the peak of one call of `step` reaches above the memory in use just before it (activations, gradients,
-    temporaries). CUDA: the caching allocator's statistics. CPU (Linux): the process's resident-set high-water mark,
-    reset just before the step, after returning free heap pages to the system (malloc_trim), so that the baseline is
-    what is really in use; None where that is not available."""
+def step_peak_bytes(step: Step, device: torch.device) -> int:
+    """Bytes of tensor memory the peak of one call of `step` reaches above what is allocated just before it
+    (activations, gradients, temporaries): what the allocator hands out, whatever the C library or the caching
+    allocator keeps around it. CUDA: the caching allocator's statistics. CPU: the allocation and free events the
+    CPU allocator reports to the profiler, summed in time order."""
     gc.collect()
     if device.type == "cuda":
         synchronize(device)
@@ -84,6 +85,22 @@ def step_peak_bytes(step: Step, device: torch.device) -> int | None:
         step()
         synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    events = [e for e in profiler.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()  # > 0: an allocation; < 0: a free
+        peak = max(peak, live)
+    return peak
+
+
+def step_peak_resident_bytes(step: Step) -> int | None:
+    """CPU (Linux): bytes the process's resident set peaks at during one call of `step`, above its size just before
+    (reset after returning free heap pages to the system with malloc_trim). Unlike `step_peak_bytes` this includes
+    what the C library keeps (fragmentation, freed blocks kept for reuse); None where it cannot be measured."""
+    gc.collect()
     if not _reset_resident_peak():
         return None
     before = _status_bytes("VmRSS")

@@ -15,8 +15,10 @@
 2. Achieved FLOP/s: FLOPs of one step (torch.utils.flop_counter: forward and backward of the query side plus the
    key forwards, counted on meta tensors) / mocokit's median step time, against a 4096² matrix product timed in the
    same run, at the start and at the end (the practical limit of the device for dense work).
-3. Peak memory of a step (the larger of two) above what is in use just before it, mocokit / baseline (CPU: the
-   resident-set high-water mark after returning free heap pages; CUDA: the allocator's statistics).
+3. Peak tensor memory of a step (the larger of two) above what is allocated just before it, mocokit / baseline
+   (CUDA: the allocator's statistics; CPU: the CPU allocator's events, through the profiler). On a CPU the peak of
+   the resident set is recorded too; it also counts the freed blocks glibc keeps (mocokit keeps them on purpose).
+   Each variant runs in its own process (see Worker), so nothing process-wide is shared.
 4. End-to-end epoch of `mocokit pretrain` (demo preset) on a CIFAR-10 subset, data loading included, with the
    batched augmentation on in-memory uint8 images and with per-image augmentation in DataLoader workers, against
    the step-only rate of the same model: how well the data side keeps the model fed.
@@ -32,11 +34,12 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -44,13 +47,22 @@ import torch
 
 from mocokit import load_config
 from mocokit.config import Config
+from mocokit.engine.cpu_memory import reuse_freed_memory
 from mocokit.engine.loop import StepRunner, compile_enabled
 from mocokit.engine.optim import build_optimizer, scaled_learning_rate
 from mocokit.models import build_model
 from mocokit.models.momentum import cosine_momentum
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, when run as a script
-from measure import alternate, count_flops, matmul_flops_per_s, step_peak_bytes, summary, timed  # noqa: E402
+from measure import (  # noqa: E402
+    alternate,
+    count_flops,
+    matmul_flops_per_s,
+    step_peak_bytes,
+    step_peak_resident_bytes,
+    summary,
+    timed,
+)
 from plain_moco import PlainMoCo, plain_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,43 +163,121 @@ def dynamo_counts() -> tuple[int, int]:
     return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
 
 
-def bench_step(key: str, workload: Workload, args, device: torch.device, dtype) -> dict:
-    """Section 1 and 3 for one workload: warm-up (the compile), one step each for memory, then alternated timing."""
-    say(f"[{key}] {workload.label}, batch {workload.batch}: building both variants")
-    graphs0, breaks0 = dynamo_counts()
-    variants = {"baseline": build_variant("baseline", workload, device, dtype, compile=False),
-                "mocokit": build_variant("mocokit", workload, device, dtype, compile=args.compile)}
-    first, first_loss = {}, {}
-    for name, variant in variants.items():
-        torch.manual_seed(0)  # the same shuffle-BN permutations: both must compute the same first loss
-        first[name] = timed(lambda v=variant, n=name: first_loss.__setitem__(n, float(v.step())), 1, device)
-        say(f"[{key}] {name}: first step {first[name]:.1f} s (the compilation, when compiled), "
-            f"loss {first_loss[name]:.6f}")
-    peak = {name: _max_or_none(step_peak_bytes(variant.step, device) for _ in range(2))
-            for name, variant in variants.items()}
-    samples = alternate({name: v.step for name, v in variants.items()}, args.reps, args.steps, device)
-    graphs1, breaks1 = dynamo_counts()
+REPLY = "@@bench "  # prefix of a worker's answers on its stdout (anything else there is passed on to stderr)
+
+
+class Worker:
+    """One variant in its own Python process, so that nothing process-wide is shared: allocator settings (mocokit's
+    engine tunes glibc's on a CPU), compiled code and caches, the memory high-water mark. Driven by one JSON command
+    per line; the parent alternates the workers, so only one computes at a time."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def ask(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        while line := self.process.stdout.readline():
+            if not line.startswith(REPLY):
+                sys.stderr.write(line)
+                continue
+            reply = json.loads(line[len(REPLY):])
+            if "error" in reply:
+                raise RuntimeError(f"benchmark worker, {command['op']}: {reply['error']}")
+            return reply
+        raise RuntimeError(f"the benchmark worker exited with status {self.process.wait()}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=120)
+
+
+def serve() -> None:
+    """The worker side of `Worker`: build one variant, then measure what the parent asks."""
+    state: dict = {}
+    while line := sys.stdin.readline():
+        try:
+            reply = _answer(json.loads(line), state)
+        except Exception as error:  # reported to the parent, which raises it
+            reply = {"error": f"{type(error).__name__}: {error}"}
+        print(REPLY + json.dumps(reply), flush=True)
+
+
+def _answer(command: dict, state: dict) -> dict:
+    op = command["op"]
+    if op == "build":
+        torch.set_num_threads(command["threads"])
+        device = torch.device(command["device"])
+        if command["variant"] == "mocokit" and device.type == "cpu":
+            reuse_freed_memory()  # what mocokit's engine does on a CPU (mocokit/engine/cpu_memory.py)
+        dtype = torch.bfloat16 if command["precision"] == "bf16" else None
+        state["device"] = device
+        state["variant"] = build_variant(command["variant"], Workload(**command["workload"]), device, dtype,
+                                         command["compile"])
+        return {}
+    if op == "dynamo":
+        return dict(zip(("graphs", "breaks"), dynamo_counts()))
+    variant, device = state["variant"], state["device"]
+    if op == "first":
+        torch.manual_seed(0)  # the same shuffle-BN permutations: both variants must compute the same loss
+        losses: list[float] = []
+        seconds = timed(lambda: losses.append(float(variant.step())), 1, device)
+        return {"seconds": seconds, "loss": losses[0],
+                "compiled_seconds": variant.compile_seconds[0] if variant.compile_seconds else None}
+    if op == "peak":
+        return {"bytes": step_peak_bytes(variant.step, device)}
+    if op == "peak_resident":
+        return {"bytes": step_peak_resident_bytes(variant.step) if device.type == "cpu" else None}
+    if op == "time":
+        return {"seconds": timed(variant.step, command["steps"], device)}
+    return {"error": f"unknown command {op!r}"}
+
+
+def bench_step(key: str, workload: Workload, workers: dict[str, Worker], args, device: torch.device) -> dict:
+    """Sections 1 to 3 for one workload, each variant in its worker process: a first step (the compilation, when
+    compiled), two steps for the peak memory, then `args.reps` alternated timing samples."""
+    say(f"[{key}] {workload.label}, batch {workload.batch}")
+    graphs0 = workers["mocokit"].ask(op="dynamo")
+    for name, worker in workers.items():
+        worker.ask(op="build", variant=name, workload=asdict(workload), device=str(device),
+                   precision=args.precision, compile=args.compile and name == "mocokit", threads=args.threads)
+    first = {}
+    for name, worker in workers.items():
+        first[name] = worker.ask(op="first")
+        say(f"[{key}] {name}: first step {first[name]['seconds']:.1f} s, loss {first[name]['loss']:.6f}")
+    peak = {name: max(worker.ask(op="peak")["bytes"] for _ in range(2)) for name, worker in workers.items()}
+    resident = {name: worker.ask(op="peak_resident")["bytes"] for name, worker in workers.items()}
+    samples = alternate({name: partial(lambda w: w.ask(op="time", steps=args.steps)["seconds"], worker)
+                         for name, worker in workers.items()}, args.reps)
+    graphs1 = workers["mocokit"].ask(op="dynamo")
+    dynamo = {k: graphs1[k] - graphs0[k] for k in graphs1}
     rates = {name: summary([workload.batch / s for s in seconds]) for name, seconds in samples.items()}
-    for name in variants:
+    for name in workers:
         say(f"[{key}] {name}: {rates[name]['median']:.2f} images/s (spread {rates[name]['spread']:.0%})")
     flops = step_flops(workload)
     step_seconds = {name: summary(seconds)["median"] for name, seconds in samples.items()}
-    compile_s = variants["mocokit"].compile_seconds
+    compiled = first["mocokit"]["compiled_seconds"]
+    losses = {name: reply["loss"] for name, reply in first.items()}
     return {
         "label": workload.label, "preset": workload.preset, "overrides": workload.overrides,
         "batch": workload.batch, "image_size": workload.image_size,
         "images_per_s": rates, "step_seconds": step_seconds,
         "speedup": rates["mocokit"]["median"] / rates["baseline"]["median"],
-        "compile_seconds": (compile_s[0] - step_seconds["mocokit"]) if compile_s else None,
-        "first_step_seconds": first,
+        "compile_seconds": (compiled - step_seconds["mocokit"]) if compiled is not None else None,
+        "first_step_seconds": {name: reply["seconds"] for name, reply in first.items()},
         # Same model, views and algorithm: the first losses agree up to rounding (compiled code reorders sums).
-        "first_loss": first_loss,
-        "first_loss_relative_difference": abs(first_loss["mocokit"] / first_loss["baseline"] - 1),
-        "dynamo_graphs": graphs1 - graphs0, "graph_breaks": breaks1 - breaks0,
+        "first_loss": losses,
+        "first_loss_relative_difference": abs(losses["mocokit"] / losses["baseline"] - 1),
+        "dynamo_graphs": dynamo["graphs"], "graph_breaks": dynamo["breaks"],
         "step_flops": flops,
         "flops_per_s": {name: flops / s for name, s in step_seconds.items()},
         "peak_step_bytes": peak,
-        "peak_memory_ratio": (peak["mocokit"] / peak["baseline"]) if peak["baseline"] and peak["mocokit"] else None,
+        "peak_memory_ratio": peak["mocokit"] / peak["baseline"],
+        # CPU: the resident set, which also holds what glibc keeps (mocokit's engine has it keep freed blocks)
+        "peak_step_resident_bytes": resident,
+        "peak_resident_ratio": (resident["mocokit"] / resident["baseline"]) if None not in resident.values() else None,
     }
 
 
@@ -252,14 +342,13 @@ def machine(device: torch.device) -> dict:
 def table(results: dict) -> str:
     """The Markdown table the README shows."""
     lines = ["| workload | baseline images/s | mocokit images/s | speedup | compile | mocokit GFLOP/s "
-             "(of matmul) | peak step memory, mocokit / baseline |",
+             "(of matmul) | peak tensor memory of a step, mocokit / baseline |",
              "|---|---|---|---|---|---|---|"]
     matmul = results["matmul_flops_per_s"]["median"]
     for row in results["steps"].values():
         rate = row["images_per_s"]
         peak = row["peak_step_bytes"]
-        memory = (f"{peak['mocokit'] / 2**20:.0f} / {peak['baseline'] / 2**20:.0f} MiB = "
-                  f"{row['peak_memory_ratio']:.2f}") if row["peak_memory_ratio"] else "n/a"
+        memory = f"{peak['mocokit'] / 2**20:.0f} / {peak['baseline'] / 2**20:.0f} MiB = {row['peak_memory_ratio']:.2f}"
         compile_s = f"{row['compile_seconds']:.0f} s" if row["compile_seconds"] is not None else "off"
         lines.append(
             f"| {row['label']}, batch {row['batch']} | {rate['baseline']['median']:.1f} "
@@ -294,10 +383,11 @@ def headline(results: dict) -> dict:
     out = {f"step_speedup_{k}": round(row["speedup"], 3) for k, row in steps.items()}
     if "v2" in steps:
         out["flops_fraction"] = round(steps["v2"]["flops_per_s"]["mocokit"] / matmul, 3)
-        out["peak_memory_ratio"] = steps["v2"]["peak_memory_ratio"] and round(steps["v2"]["peak_memory_ratio"], 3)
+        out["peak_memory_ratio"] = round(steps["v2"]["peak_memory_ratio"], 3)
     for k, row in steps.items():
         out[f"flops_fraction_{k}"] = round(row["flops_per_s"]["mocokit"] / matmul, 3)
-        out[f"peak_memory_ratio_{k}"] = row["peak_memory_ratio"] and round(row["peak_memory_ratio"], 3)
+        out[f"peak_memory_ratio_{k}"] = round(row["peak_memory_ratio"], 3)
+        out[f"peak_resident_ratio_{k}"] = row["peak_resident_ratio"] and round(row["peak_resident_ratio"], 3)
         out[f"compile_seconds_{k}"] = row["compile_seconds"] and round(row["compile_seconds"], 1)
     if "epoch" in results:
         for name, row in results["epoch"]["backends"].items():
@@ -306,17 +396,13 @@ def headline(results: dict) -> dict:
     return out
 
 
-def _max_or_none(values) -> int | None:
-    values = list(values)
-    return None if None in values else max(values)
-
-
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # see `Worker`
     parser.add_argument("--tiny", action="store_true", help="tiny models and data, to check that everything runs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -337,6 +423,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--full-out", type=Path, default=None,
                         help="everything measured (default: benchmarks/out/bench_step[-tiny].json)")
     args = parser.parse_args(argv)
+    if args.worker:
+        serve()
+        return {}
     device = torch.device(args.device)
     suffix = "-tiny" if args.tiny else ""
     args.out = args.out or (REPO / "benchmarks" / ("out/results-tiny.json" if args.tiny else "results.json"))
@@ -354,9 +443,18 @@ def main(argv: list[str] | None = None) -> dict:
                      "compile": args.compile, "steps": {}}
     results["matmul_side"] = 1024 if args.tiny else 4096
     results["matmul_flops_per_s"] = summary(matmul_flops_per_s(device, dtype or torch.float32, results["matmul_side"]))
-    for key in filter(None, args.workloads.split(",")):
-        workloads = TINY if args.tiny else FULL
-        results["steps"][key] = bench_step(key, workloads[key], args, device, dtype)
+    keys = list(filter(None, args.workloads.split(",")))
+    with tempfile.TemporaryDirectory() as cache:
+        # One process per variant (see Worker), each measuring every workload in turn. A fresh compile cache: the
+        # compile time reported is that of a first run.
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        workers = {name: Worker(env) for name in ("baseline", "mocokit")} if keys else {}
+        try:
+            for key in keys:
+                results["steps"][key] = bench_step(key, (TINY if args.tiny else FULL)[key], workers, args, device)
+        finally:
+            for worker in workers.values():
+                worker.close()
     # The matrix product again at the end: a shared machine's drift shows as a difference between the two.
     results["matmul_flops_per_s_end"] = summary(
         matmul_flops_per_s(device, dtype or torch.float32, results["matmul_side"]))

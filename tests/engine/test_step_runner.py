@@ -13,13 +13,24 @@ from mocokit.config import ConfigError
 from mocokit.engine.loop import StepRunner, compile_enabled
 from mocokit.models import ModelConfig, build_model
 
+SMALL_RESNET = {"backbone": "resnet18", "width": 0.125, "cifar_stem": True}
+SMALL_VIT = {"backbone": "vit_tiny", "image_size": 16, "patch_size": 8, "backbone_args": {"depth": 1}}
 TINY = {
+    # v1: linear head, queue, shuffle BN over split BatchNorm
+    "v1": (ModelConfig(version="v1", queue_size=48, bn_splits=2, **SMALL_RESNET), 16),
     # v2 with the queue, the symmetric loss and shuffle BN over split BatchNorm (one backbone call per view)
-    "v2-symmetric": (ModelConfig(version="v2", queue_size=48, symmetric=True, bn_splits=2, backbone="resnet18",
-                                 width=0.125, cifar_stem=True), 16),
+    "v2-symmetric": (ModelConfig(version="v2", queue_size=48, symmetric=True, bn_splits=2, **SMALL_RESNET), 16),
+    # the MoCo paper's other dictionaries, same encoder and loss
+    "v2-end-to-end": (ModelConfig(version="v2", dictionary="end_to_end", bn_splits=2, **SMALL_RESNET), 16),
+    "v2-memory-bank": (ModelConfig(version="v2", dictionary="memory_bank", queue_size=16, bn_splits=2,
+                                   **SMALL_RESNET), 16),
+    # v3 with a ResNet: projector and predictor with BatchNorm, batch negatives, no queue
+    "v3-resnet": (ModelConfig(version="v3", hidden_dim=32, dim=16, shuffle_bn=False, **SMALL_RESNET), 16),
     # v3 with a ViT: both views in one backbone call, a scheduled momentum
     "v3-vit": (ModelConfig(version="v3", hidden_dim=32, dim=16, freeze_patch_embed=True, shuffle_bn=False,
-                           backbone="vit_tiny", image_size=16, patch_size=8, backbone_args={"depth": 1}), 16),
+                           **SMALL_VIT), 16),
+    # any timm model as the backbone
+    "v2-timm": (ModelConfig(version="v2", queue_size=48, backbone="timm:convnext_atto", hidden_dim=32), 32),
 }
 
 
@@ -47,17 +58,18 @@ def runner(model, compile, **kwargs):
 @pytest.mark.parametrize("name", TINY)
 def test_the_compiled_step_is_one_graph_for_every_momentum_and_matches_the_eager_step(name, graphs):
     cfg, size = TINY[name]
-    eager_model = build_model(cfg).train()
+    eager_model = build_model(cfg, dataset_size=32).train()
     compiled_model = copy.deepcopy(eager_model)
     compile_times = []
     eager = runner(eager_model, compile=False)
     compiled = runner(compiled_model, compile=True, on_compiled=compile_times.append)
     for step, m in enumerate([0.9, 0.93]):  # a new m every step, as v3's schedule; the queue written in between
         batch = (torch.randn(8, 3, size, size), torch.randn(8, 3, size, size))
-        torch.manual_seed(step)  # shuffle BN draws its permutation from the global generator
-        expected = eager(batch, lr=0.1, momentum=m)
+        extra = {"indices": torch.arange(8) + 8 * step} if eager.needs_indices else {}  # the memory bank's rows
+        torch.manual_seed(step)  # shuffle BN and the memory bank draw from the global generator
+        expected = eager(batch, lr=0.1, momentum=m, **extra)
         torch.manual_seed(step)
-        out = compiled(batch, lr=0.1, momentum=m)
+        out = compiled(batch, lr=0.1, momentum=m, **extra)
         torch.testing.assert_close(out["loss"], expected["loss"])
         if compiled_model.queue is not None:  # this step's keys are written right after its backward
             assert compiled_model.queue._staged is None

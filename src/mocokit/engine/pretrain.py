@@ -31,6 +31,7 @@ from mocokit.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from mocokit.engine.cpu_memory import reuse_freed_memory
 from mocokit.engine.interrupt import GracefulStop, StopAgreement
 from mocokit.engine.launch import data_parallel, process_group_from_environment
 from mocokit.engine.lock import RunLock
@@ -154,6 +155,8 @@ class Pretraining:
         self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler(self.dtype) else None
         self.autocast = autocast_factory(self.device, self.dtype)
         batch_augment = mdata.build_batch_augment(cfg.data, self.device) if cfg.data.augment == "batched" else None
+        if self.device.type == "cpu":
+            reuse_freed_memory()  # a step's large activations stay in the heap for the next (engine/cpu_memory.py)
         self.run_step = StepRunner(
             self.trained_model,
             self.optimizer, self.device, self.autocast, self.scaler, cfg.train.channels_last, cfg.optim.grad_clip,
