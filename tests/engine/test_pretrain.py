@@ -117,3 +117,15 @@ def test_ctrl_c_checkpoints_at_a_step_boundary_and_the_run_continues(tiny_images
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert f"epoch {saved['epoch']}, step {saved['step']}" in finished.stdout  # it resumed, not restarted
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 30 * 4
+
+
+@pytest.mark.parametrize("augment", ["per_image", "batched"])
+def test_the_memory_bank_trains_on_a_subset_with_one_row_per_subset_image(tiny_images, tmp_path, augment):
+    # 72 images, 32 drawn: their dataset indices reach 71, the bank's rows are their positions in the subset 0..31
+    # (before the fix, a dataset index past row 31 was an IndexError in the first epoch)
+    cfg = tiny_config(tiny_images, tmp_path / "bank", "model.dictionary=memory_bank", "model.queue_size=16",
+                      "data.max_images=32", f"data.augment={augment}", "monitor.knn_every_epochs=0")
+    result = pretrain(cfg, echo=lambda _m: None)
+    assert result.completed
+    bank = final_weights(tmp_path / "bank")["memory_bank.features"]
+    assert bank.shape == (32, 128) and torch.allclose(bank.norm(dim=1), torch.ones(32), atol=1e-4)

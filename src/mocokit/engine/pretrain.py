@@ -118,8 +118,9 @@ class Pretraining:
     def _setup_data(self) -> None:
         """The order of samples and their augmentations are functions of the seed, so a resume sees the same."""
         cfg = self.cfg
+        # indexed: the items' indices become positions in the subset (the memory bank has one row per image)
         self.train_set = seeded_subset(mdata.build_pretrain_dataset(cfg.data, "train"), cfg.data.max_images,
-                                       cfg.train.seed)
+                                       cfg.train.seed, indexed=True)
         mdata.check_batch_fits(self.train_set, cfg.train.batch_size)
         if cfg.model.uses_queue and cfg.model.queue_size >= len(self.train_set):
             warnings.warn(
