@@ -67,6 +67,11 @@ def test_each_experiment_runs_end_to_end_in_its_smoke_mode(name, images, tmp_pat
     assert all(r.variant.label in table for r in result.variants)
     if name == "transfer":
         assert all("finetune_gain" in v and v["pretrained_curve"]["test_top1"] for v in saved["variants"])
+    if name == "vit-stability":  # the paper's first layer is the patch projection; frozen, the first block's
+        assert [v["first_layer"] for v in saved["variants"]] == ["backbone.patch_embed.proj.weight",
+                                                                 "backbone.blocks.0.attn.qkv.weight"]
+        assert all(isinstance(v["first_layer_spikes"], list) and isinstance(v["knn_dips"], list)
+                   for v in saved["variants"])
     again = run_experiment(EXPERIMENTS[name], tmp_path / name, [f"data.path={images}"], mode="smoke",
                            echo=lambda _m: None)  # finished variants are read back, not retrained
     assert [r.knn_top1 for r in again.variants] == [r.knn_top1 for r in result.variants]

@@ -150,10 +150,16 @@ def nonfinite_buffers(model: nn.Module) -> list[str]:
 
 
 def watched_parameters(model: MoCo) -> dict[str, nn.Parameter]:
-    """The first and last trainable weight of the backbone and the last of the head: where ViT instability shows
-    first (Chen, Xie, He 2021, section 4.1) and where a collapse shows."""
-    backbone = [(n, p) for n, p in model.backbone.named_parameters() if p.requires_grad and p.ndim > 1]
-    head = [(n, p) for n, p in model.encoder.head.named_parameters() if p.requires_grad and p.ndim > 1]
+    """The first and last trainable layer weight of the backbone and the last of the head: where ViT instability
+    shows first (Chen, Xie, He 2021, section 4.1: the patch projection) and where a collapse shows. Layer weights
+    only (conv, linear: `*.weight` with 2+ dimensions), not the ViT's class token or position embedding, which
+    timm registers before the patch projection."""
+
+    def layer_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in module.named_parameters() if p.requires_grad and p.ndim > 1
+                and n.endswith("weight")]
+
+    backbone, head = layer_weights(model.backbone), layer_weights(model.encoder.head)
     watched = {}
     if backbone:
         watched[f"backbone.{backbone[0][0]}"] = backbone[0][1]

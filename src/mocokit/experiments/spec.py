@@ -54,7 +54,7 @@ class Experiment:
     variants: tuple[Variant, ...]
     plot: Callable[[Experiment, list[VariantResult], Path], Path]  # draws the figure, returns its path
     columns: tuple[str, ...] = ("knn_top1", "inst_disc_accuracy", "minutes")  # the table's columns after "label"
-    evaluate: Callable[[Experiment, VariantResult, list[str], bool], dict[str, Any]] | None = None
+    evaluate: Callable[[Experiment, VariantResult, list[str], str], dict[str, Any]] | None = None
     paper_preset: str = ""  # the base config at the paper's scale (ImageNet, GPUs): `--paper-scale`
     paper_scale: tuple[str, ...] = ()  # overrides at the paper's scale (none: the preset as it is)
 
