@@ -7,11 +7,11 @@
 
 1. Step throughput (images/s): mocokit's step (the engine's StepRunner; torch.compile as train.compile=auto
    decides, i.e. on CUDA only, unless --compile says otherwise) against PlainMoCo (benchmarks/plain_moco.py: the
-   papers' pseudocode, eager) on the same model, initial weights, batch and threads, the two alternated in one
-   process; median and spread of --reps samples. v2: the v2-cifar10 preset (ResNet-18 CIFAR stem, symmetric loss,
-   K=4096, 8 BN groups) at batch 128; v3: v3-vit-cifar10 with ViT-tiny (patch 4 at 32 px) at batch 128. Views are
-   random tensors already on the device: this is the step alone. Both first steps start from the same RNG state
-   and must give the same loss (same algorithm), which is recorded.
+   papers' pseudocode, eager) on the same model, initial weights, batch and threads, each in its own process,
+   the two alternated; median and spread of --reps samples. v2: the v2-cifar10 preset (ResNet-18 CIFAR stem,
+   symmetric loss, K=4096, 8 BN groups) at batch 128; v3: v3-vit-cifar10 with ViT-tiny (patch 4 at 32 px) at
+   batch 128. Views are random tensors already on the device: this is the step alone. Both first steps start
+   from the same RNG state and must give the same loss (same algorithm), which is recorded.
 2. Achieved FLOP/s: FLOPs of one step (torch.utils.flop_counter: forward and backward of the query side plus the
    key forwards, counted on meta tensors) / mocokit's median step time, against a 4096² matrix product timed in the
    same run, at the start and at the end (the practical limit of the device for dense work).
