@@ -13,6 +13,7 @@ from typing import Any
 
 from mocokit.experiments import plots
 from mocokit.experiments.spec import Experiment, Variant, VariantResult
+from mocokit.reporting import find_dips, find_spikes, read_metrics
 
 SMALL = (
     "data.max_images=4096", "data.in_memory=true", "data.augment=batched", "data.num_workers=0",
@@ -88,12 +89,11 @@ SHUFFLE_BN = Experiment(
     paper_preset="v1-imagenet",
 )
 
+
 def stability_events(experiment: Experiment, result: VariantResult, overrides: list[str],
                      mode: str) -> dict[str, Any]:
     """The events the figure marks, for the table: steps where the first watched layer's gradient norm spikes and
     epochs where the kNN curve dips (`mocokit.reporting.find_spikes`, `find_dips`, as `plots.stability`)."""
-    from mocokit.reporting import find_dips, find_spikes, read_metrics
-
     norms = [r for r in read_metrics(result.run_dir / "metrics.jsonl")["step"] if isinstance(r.get("grad_norm"), dict)]
     first = next(iter(norms[0]["grad_norm"]), None) if norms else None
     spikes = [norms[i]["step"] for i in find_spikes([r["grad_norm"].get(first) for r in norms])]
