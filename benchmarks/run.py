@@ -47,11 +47,11 @@ import torch
 
 from mocokit import load_config
 from mocokit.config import Config
-from mocokit.engine.cpu_memory import reuse_freed_memory
 from mocokit.engine.loop import StepRunner, compile_enabled
-from mocokit.engine.optim import build_optimizer, scaled_learning_rate
 from mocokit.models import build_model
 from mocokit.models.momentum import cosine_momentum
+from mocokit.training.cpu_memory import reuse_freed_memory
+from mocokit.training.optim import build_optimizer, scaled_learning_rate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, when run as a script
 from measure import (  # noqa: E402
@@ -211,7 +211,7 @@ def _answer(command: dict, state: dict) -> dict:
         torch.set_num_threads(command["threads"])
         device = torch.device(command["device"])
         if command["variant"] == "mocokit" and device.type == "cpu":
-            reuse_freed_memory()  # what mocokit's engine does on a CPU (mocokit/engine/cpu_memory.py)
+            reuse_freed_memory()  # what mocokit's engine does on a CPU (mocokit/training/cpu_memory.py)
         dtype = torch.bfloat16 if command["precision"] == "bf16" else None
         state["device"] = device
         state["variant"] = build_variant(command["variant"], Workload(**command["workload"]), device, dtype,

@@ -6,8 +6,8 @@ import pytest
 
 from mocokit.cli import EXIT_TRAINING_FAILED, EXIT_USER_ERROR, main
 from mocokit.commands import pretrain as pretrain_command
-from mocokit.engine.checkpoint import CheckpointWriteError
-from mocokit.engine.lock import RunFolderError, RunLocked
+from mocokit.training.checkpoint import CheckpointWriteError
+from mocokit.training.lock import RunFolderError, RunLocked
 
 
 @pytest.mark.parametrize(

@@ -33,10 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mocokit.config import ConfigError
     from mocokit.data import DataError
-    from mocokit.engine.checkpoint import CheckpointError, CheckpointWriteError
-    from mocokit.engine.lock import RunFolderError
-    from mocokit.engine.loop import NonFiniteLoss
+    from mocokit.errors import NonFiniteLoss
     from mocokit.evaluation.classifier import BackboneChanged
+    from mocokit.training.checkpoint import CheckpointError, CheckpointWriteError
+    from mocokit.training.lock import RunFolderError
 
     args = build_parser().parse_args(argv)
     try:

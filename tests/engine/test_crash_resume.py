@@ -2,7 +2,7 @@
 was never interrupted (train.deterministic=true), and a second `pretrain` into a live run's folder is refused.
 
 One run folder goes through a chain of `mocokit pretrain` processes, each SIGKILLed at another point
-(MOCOKIT_FAULT, see mocokit.engine.faults) or from outside at a random moment; after each kill the folder's
+(MOCOKIT_FAULT, see mocokit.training.faults) or from outside at a random moment; after each kill the folder's
 checkpoints must read back intact. The last process, a plain `python -m mocokit pretrain` without a fault, finishes
 the run. The killed processes are forked from one interpreter that has already imported mocokit (each then runs
 `mocokit.cli.main` exactly as the command does): that saves the 5 s of imports each fresh process would spend.
@@ -21,8 +21,8 @@ import torch
 
 from mocokit.cli import main
 from mocokit.config import load_config
-from mocokit.engine.checkpoint import load_checkpoint
 from mocokit.engine.pretrain import pretrain
+from mocokit.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock: POSIX only")
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mocokit.config import ConfigError, load_config
-from mocokit.engine.checkpoint import load_checkpoint
 from mocokit.engine.loop import NonFiniteLoss
 from mocokit.engine.pretrain import pretrain
+from mocokit.training.checkpoint import load_checkpoint
 
 TINY = [
     "model.width=0.125", "model.queue_size=32", "model.bn_splits=2", "train.batch_size=16", "train.epochs=2",

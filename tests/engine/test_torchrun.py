@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from mocokit.engine.checkpoint import load_checkpoint
 from mocokit.engine.pretrain import pretrain
+from mocokit.training.checkpoint import load_checkpoint
 
 from .test_pretrain import TINY, tiny_config
 

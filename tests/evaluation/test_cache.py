@@ -5,10 +5,10 @@ import shutil
 
 import torch
 
-from mocokit.engine.checkpoint import load_checkpoint, save_checkpoint
 from mocokit.evaluation.cache import FeatureCache
 from mocokit.evaluation.knn_eval import knn_evaluation
 from mocokit.evaluation.session import open_session
+from mocokit.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def session_for(run, *overrides):

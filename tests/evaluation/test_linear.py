@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from mocokit.engine.checkpoint import load_checkpoint
-from mocokit.engine.loop import NonFiniteLoss
+from mocokit.errors import NonFiniteLoss
 from mocokit.evaluation.classifier import BackboneChanged
 from mocokit.evaluation.linear import linear_probe, resolve_mode
 from mocokit.evaluation.session import open_session
+from mocokit.training.checkpoint import load_checkpoint
 
 FAST = ["linear.epochs=3", "linear.optim.milestones=[2]", "linear.batch_size=16"]
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from mocokit.config import ConfigError
-from mocokit.engine.config import OptimConfig
 from mocokit.evaluation.classifier import linear_head
 from mocokit.evaluation.optim import classifier_optimizer
 from mocokit.models.resnet import ResNet
 from mocokit.models.vit import build_vit
+from mocokit.training.config import OptimConfig
 
 
 def test_layer_decay_scales_the_lr_down_with_depth_and_leaves_the_head_at_1():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mocokit.engine.loop import NonFiniteLoss
+from mocokit.errors import NonFiniteLoss
 from mocokit.evaluation.supervised import evaluate, tensor_batches, topk_correct, train_epoch
 
 

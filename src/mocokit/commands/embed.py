@@ -10,12 +10,12 @@ from mocokit.commands.common import add_json_flag, add_run_arguments, late_optio
 
 def run(args: argparse.Namespace) -> int:
     from mocokit.data import build_eval_dataset
-    from mocokit.engine.runtime import resolve_device
     from mocokit.evaluation.embedding import embed_dataset, save_embeddings
     from mocokit.evaluation.embedding_plot import plot_feature_map
     from mocokit.evaluation.pretrained import load_pretrained
     from mocokit.evaluation.projection import project_2d, resolve_method
     from mocokit.export.files import check_writable
+    from mocokit.training.runtime import resolve_device
 
     args = late_options(args)
     if args.out is None:

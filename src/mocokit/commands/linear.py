@@ -17,10 +17,10 @@ from mocokit.commands.common import (
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocokit.engine.runtime import resolve_device
     from mocokit.evaluation.config import default_linear_protocol
     from mocokit.evaluation.linear import linear_probe
     from mocokit.evaluation.session import open_session
+    from mocokit.training.runtime import resolve_device
 
     args = late_options(args)
 

@@ -22,8 +22,8 @@ from mocokit.config.loader import (
     to_tree,
 )
 from mocokit.data.config import DataConfig
-from mocokit.engine.config import MonitorConfig, OptimConfig, RunConfig, TrainConfig
 from mocokit.models.config import ModelConfig
+from mocokit.training.config import MonitorConfig, OptimConfig, RunConfig, TrainConfig
 
 
 @dataclass

@@ -20,14 +20,12 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from mocokit.errors import ConfigError
+
 T = TypeVar("T")
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 BASE_KEY = "base"  # a YAML file may start from a preset or another file: `base: v2-cifar10`
-
-
-class ConfigError(ValueError):
-    """A configuration problem the user must fix; the message says what and how."""
 
 
 # --------------------------------------------------------------------------------------------------- presets

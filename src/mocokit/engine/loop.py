@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from mocokit import distributed
-from mocokit.engine.faults import fault_point
+from mocokit.errors import NonFiniteLoss
 from mocokit.models.moco import MoCo
 from mocokit.models.queue import KeyQueue
+from mocokit.training.faults import fault_point
 
 
 @dataclass
@@ -167,10 +168,6 @@ def watched_parameters(model: MoCo) -> dict[str, nn.Parameter]:
     if head:
         watched[f"head.{head[-1][0]}"] = head[-1][1]
     return watched
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss or the gradients became NaN or infinite; the message names the first bad step."""
 
 
 class SkippedStepWarning(UserWarning):

@@ -11,10 +11,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from mocokit import distributed
 from mocokit.data.subset import seeded_subset
-from mocokit.engine.config import MonitorConfig
-from mocokit.engine.faults import fault_point
-from mocokit.evaluation.features import extract_features
-from mocokit.evaluation.knn import knn_accuracy
+from mocokit.features import extract_features
+from mocokit.knn import knn_accuracy
+from mocokit.training.config import MonitorConfig
+from mocokit.training.faults import fault_point
 
 
 class KnnMonitor:

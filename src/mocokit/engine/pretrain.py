@@ -22,19 +22,6 @@ from mocokit import distributed
 from mocokit.config import Config, ConfigError, config_to_yaml
 from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
-from mocokit.engine.checkpoint import (
-    LAST,
-    PREVIOUS,
-    capture_rng_state,
-    keep_copy,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
-from mocokit.engine.cpu_memory import reuse_freed_memory
-from mocokit.engine.interrupt import GracefulStop, StopAgreement
-from mocokit.engine.launch import data_parallel, process_group_from_environment
-from mocokit.engine.lock import RunLock
 from mocokit.engine.loop import (
     EpochResult,
     NonFiniteLoss,
@@ -44,13 +31,26 @@ from mocokit.engine.loop import (
     watched_parameters,
 )
 from mocokit.engine.monitor import KnnMonitor
-from mocokit.engine.optim import build_optimizer, scaled_learning_rate
-from mocokit.engine.rundir import checkpoint_dir, epoch_copy_name, load_resume_checkpoint, resolve_run_dir
-from mocokit.engine.runtime import autocast_factory, configure_runtime, needs_grad_scaler, resolve_precision
-from mocokit.engine.sampling import EpochSampler, SeededSamples
-from mocokit.engine.schedules import learning_rate_at, momentum_at
 from mocokit.models import build_model
 from mocokit.reporting import MetricsWriter, write_report
+from mocokit.training.checkpoint import (
+    LAST,
+    PREVIOUS,
+    capture_rng_state,
+    keep_copy,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from mocokit.training.cpu_memory import reuse_freed_memory
+from mocokit.training.interrupt import GracefulStop, StopAgreement
+from mocokit.training.launch import data_parallel, process_group_from_environment
+from mocokit.training.lock import RunLock
+from mocokit.training.optim import build_optimizer, scaled_learning_rate
+from mocokit.training.rundir import checkpoint_dir, epoch_copy_name, load_resume_checkpoint, resolve_run_dir
+from mocokit.training.runtime import autocast_factory, configure_runtime, needs_grad_scaler, resolve_precision
+from mocokit.training.sampling import EpochSampler, SeededSamples
+from mocokit.training.schedules import learning_rate_at, momentum_at
 
 
 @dataclass

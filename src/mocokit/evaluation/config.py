@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from mocokit.config import Config, ConfigError
 from mocokit.config.loader import PRESET_DIR, apply_overrides, build_dataclass, merge_trees, read_yaml_tree
-from mocokit.engine.config import OptimConfig
+from mocokit.training.config import OptimConfig
 
 PROTOCOL_DIR = PRESET_DIR / "eval"
 

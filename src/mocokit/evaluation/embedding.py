@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from mocokit.data.subset import seeded_subset
-from mocokit.evaluation.features import extract_features
+from mocokit.features import extract_features
 
 
 @dataclass

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from mocokit.config import Config, load_config
-from mocokit.engine.rundir import CHECKPOINTS
 from mocokit.evaluation.pretrained import load_pretrained
 from mocokit.models import build_model
 from mocokit.models.backbones import is_vit
+from mocokit.training.rundir import CHECKPOINTS
 
 
 @dataclass

@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from mocokit.engine.optim import scaled_learning_rate
-from mocokit.engine.schedules import learning_rate_at
 from mocokit.evaluation.classifier import linear_head
 from mocokit.evaluation.datasets import test_split, train_split
 from mocokit.evaluation.encoders import Encoder
 from mocokit.evaluation.optim import classifier_optimizer
 from mocokit.evaluation.session import EvalSession
 from mocokit.evaluation.supervised import evaluate, train_epoch
+from mocokit.training.optim import scaled_learning_rate
+from mocokit.training.schedules import learning_rate_at
 
 
 @dataclass

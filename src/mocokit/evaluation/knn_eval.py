@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mocokit.evaluation.knn import knn_accuracy
 from mocokit.evaluation.session import EvalSession
+from mocokit.knn import knn_accuracy
 
 
 @dataclass

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from mocokit.engine.optim import scaled_learning_rate
-from mocokit.engine.schedules import learning_rate_at
 from mocokit.evaluation.classifier import BackboneGuard, FrozenBackboneClassifier, linear_head
 from mocokit.evaluation.optim import classifier_optimizer
 from mocokit.evaluation.session import EvalSession
 from mocokit.evaluation.supervised import evaluate, tensor_batches, train_epoch
+from mocokit.training.optim import scaled_learning_rate
+from mocokit.training.schedules import learning_rate_at
 
 NAN_HINT = ("A large probe lr (30, the v1/v2 protocol) can overflow with features of a large scale (moco #90): use "
             "linear.feature_norm=batchnorm (features standardised by a BatchNorm without affine parameters before the "

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from mocokit.config import ConfigError
-from mocokit.engine.config import OptimConfig
-from mocokit.engine.optim import build_optimizer, parameter_groups
+from mocokit.training.config import OptimConfig
+from mocokit.training.optim import build_optimizer, parameter_groups
 
 
 def layer_decay_groups(backbone: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:

@@ -9,9 +9,9 @@ import torch
 
 from mocokit.config import Config, ConfigError
 from mocokit.config.loader import apply_overrides, build_dataclass
-from mocokit.engine.checkpoint import LAST, CheckpointError, load_checkpoint
-from mocokit.engine.rundir import checkpoint_dir
 from mocokit.models import MoCo, build_model
+from mocokit.training.checkpoint import LAST, CheckpointError, load_checkpoint
+from mocokit.training.rundir import checkpoint_dir
 
 
 @dataclass

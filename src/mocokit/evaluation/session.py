@@ -14,12 +14,12 @@ from torch.utils.data import DataLoader
 from mocokit.config.loader import to_tree
 from mocokit.data import DataConfig
 from mocokit.data.sources import ArraySource, FileSource
-from mocokit.engine.runtime import autocast_factory, resolve_device, resolve_precision
 from mocokit.evaluation.cache import FeatureCache, cache_key, checkpoint_identity
 from mocokit.evaluation.config import EvalConfig, load_eval_config, split_overrides
 from mocokit.evaluation.datasets import LabelledSplit, labelled_source, test_split, train_split
 from mocokit.evaluation.encoders import Encoder, pretrained_encoder, random_encoder, run_folder
-from mocokit.evaluation.features import extract_features
+from mocokit.features import extract_features
+from mocokit.training.runtime import autocast_factory, resolve_device, resolve_precision
 
 CACHE_DIR = "cache"
 OUTPUT_DIR = "eval"

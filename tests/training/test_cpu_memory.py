@@ -1,4 +1,4 @@
-"""engine/cpu_memory.py: on glibc, freed step-sized blocks stay in the process for the next step instead of being
+"""training/cpu_memory.py: on glibc, freed step-sized blocks stay in the process for the next step instead of being
 unmapped (and faulted in again as fresh zero pages)."""
 
 import platform
@@ -9,7 +9,7 @@ import pytest
 
 PROBE = """
 import sys, torch
-from mocokit.engine.cpu_memory import reuse_freed_memory
+from mocokit.training.cpu_memory import reuse_freed_memory
 if sys.argv[1] == "keep":
     assert reuse_freed_memory()
 def resident():

@@ -1,7 +1,7 @@
 import torch
 from torch.utils.data import Dataset
 
-from mocokit.engine.sampling import EpochSampler, SeededSamples
+from mocokit.training.sampling import EpochSampler, SeededSamples
 
 
 def global_batches(size, batch, world, epoch=0, start_batch=0):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mocokit.engine.checkpoint import CheckpointError, keep_copy, save_checkpoint
-from mocokit.engine.rundir import checkpoint_candidates, checkpoint_dir, load_resume_checkpoint
+from mocokit.training.checkpoint import CheckpointError, keep_copy, save_checkpoint
+from mocokit.training.rundir import checkpoint_candidates, checkpoint_dir, load_resume_checkpoint
 
 
 def run_with_checkpoints(run_dir, steps, keep_epochs=()):

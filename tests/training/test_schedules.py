@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from mocokit.engine.config import OptimConfig
-from mocokit.engine.schedules import learning_rate_at, momentum_at
 from mocokit.models.config import ModelConfig
+from mocokit.training.config import OptimConfig
+from mocokit.training.schedules import learning_rate_at, momentum_at
 
 
 def test_warmup_then_cosine_per_iteration():

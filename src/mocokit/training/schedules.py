@@ -5,9 +5,9 @@ from __future__ import annotations
 import bisect
 import math
 
-from mocokit.engine.config import OptimConfig
 from mocokit.models.config import ModelConfig
 from mocokit.models.momentum import cosine_momentum
+from mocokit.training.config import OptimConfig
 
 
 def learning_rate_at(step: int, steps_per_epoch: int, epochs: int, peak_lr: float, cfg: OptimConfig) -> float:

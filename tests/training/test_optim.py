@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from mocokit.engine.config import OptimConfig
-from mocokit.engine.optim import LARS, build_optimizer, parameter_groups, scaled_learning_rate
+from mocokit.training.config import OptimConfig
+from mocokit.training.optim import LARS, build_optimizer, parameter_groups, scaled_learning_rate
 
 
 def slow_lars_step(params, grads, mus, lr, wd, momentum, trust):

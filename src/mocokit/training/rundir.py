@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mocokit.engine.checkpoint import LAST, PREVIOUS, CheckpointError, load_checkpoint
+from mocokit.training.checkpoint import LAST, PREVIOUS, CheckpointError, load_checkpoint
 
 CHECKPOINTS = "checkpoints"
 _EPOCH_COPY = re.compile(r"epoch_(\d+)\.pt")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mocokit.evaluation.knn import knn_accuracy, knn_scores
+from mocokit.knn import knn_accuracy, knn_scores
 
 
 def slow_knn_scores(bank, labels, queries, classes, k, temperature):

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from mocokit.engine.lock import LOCK_FILE, RunFolderError, RunLock, RunLocked
+from mocokit.training.lock import LOCK_FILE, RunFolderError, RunLock, RunLocked
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock: POSIX only (Windows runs unlocked)")
 

@@ -15,10 +15,10 @@ import torch.multiprocessing as mp
 
 from mocokit import distributed
 from mocokit.data import DataConfig, build_batch_augment
-from mocokit.engine.launch import data_parallel
 from mocokit.models import build_model
 from mocokit.models.config import ModelConfig
 from mocokit.models.sync_bn import SYNCED
+from mocokit.training.launch import data_parallel
 
 WORLD, LOCAL_BATCH, STEPS = 2, 4, 3
 SMALL_VIT = dict(backbone="vit_tiny", backbone_args={"depth": 2}, image_size=16, patch_size=8, dim=16, hidden_dim=32)

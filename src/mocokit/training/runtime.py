@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mocokit.config.loader import ConfigError
-from mocokit.engine.config import TrainConfig
+from mocokit.training.config import TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:

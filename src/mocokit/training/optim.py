@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mocokit.engine.config import OptimConfig
+from mocokit.training.config import OptimConfig
 
 
 class LARS(torch.optim.Optimizer):

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mocokit.engine.faults import fault_point
+from mocokit.training.faults import fault_point
 
 FORMAT = "mocokit-checkpoint"
 FORMAT_VERSION = 2  # 2: adds `checksum`; version 1 files (no checksum) are refused with a message

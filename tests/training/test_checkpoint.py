@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mocokit.engine.checkpoint import (
+from mocokit.training.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     CheckpointWriteError,
