@@ -175,3 +175,65 @@ def test_a_backbone_without_batch_statistics_encodes_both_views_in_one_call_with
     for (name, a), b in zip(model.named_parameters(), separate.parameters()):
         if a.grad is not None:
             torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------- v3, by hand
+# The helpers below are the only places that know how the model is put together (encoder, momentum_encoder,
+# predictor attributes); adapt them if the refactor moves these parts.
+
+
+def _slow_momentum_update(key_encoder, query_encoder, m):
+    """θk ← m·θk + (1−m)·θq, one named parameter at a time (the paper's formula, no foreach kernels)."""
+    query = dict(query_encoder.named_parameters())
+    with torch.no_grad():
+        for name, k in key_encoder.named_parameters():
+            k.copy_(m * k + (1 - m) * query[name])
+
+
+def _ctr(q, k, temperature):
+    """One direction of the v3 loss as a slow loop: mean over i of −log softmax_j(q_i·k_j / T)[i], times 2T."""
+    total = 0.0
+    for i in range(q.shape[0]):
+        logits = torch.stack([torch.dot(q[i], k[j]) for j in range(k.shape[0])]) / temperature
+        total = total - (logits[i] - torch.logsumexp(logits, dim=0))
+    return total / q.shape[0] * (2 * temperature)
+
+
+def _top1(q, k):
+    """Share of queries whose most similar key is their own image's (row i ↔ key i)."""
+    return ((q @ k.T).argmax(dim=1) == torch.arange(q.shape[0])).double().mean()
+
+
+@pytest.mark.parametrize("temperature", [0.2, 1.0])
+def test_a_v3_step_equals_the_hand_computed_symmetric_loss_after_the_momentum_update(temperature):
+    cfg = ModelConfig(version="v3", hidden_dim=32, dim=16, temperature=temperature, momentum=0.99, shuffle_bn=False,
+                      **TINY_RESNET)
+    torch.manual_seed(0)
+    model = build_model(cfg).double().train()
+    with torch.no_grad():  # the key encoder is stale: the momentum update then changes the keys
+        for p in model.encoder.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    reference = copy.deepcopy(model)  # the same weights, BatchNorm buffers included, before the step
+    x1, x2 = (x.double() for x in views(n=8))
+    m = 0.7
+    out = model(x1, x2, momentum=m)
+
+    _slow_momentum_update(reference.momentum_encoder, reference.encoder, m)  # before the keys, as the paper
+    # train-mode BatchNorm normalises with the batch's own statistics: each view through each network, as the model
+    q1, q2 = (F.normalize(reference.predictor(reference.encoder(x)), dim=1) for x in (x1, x2))
+    with torch.no_grad():
+        k1, k2 = (F.normalize(reference.momentum_encoder(x), dim=1) for x in (x1, x2))
+    expected = _ctr(q1, k2, temperature) + _ctr(q2, k1, temperature)  # each query against the OTHER view's keys
+
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.as_tensor(out["accuracy"], dtype=torch.float64),
+                               (_top1(q1, k2) + _top1(q2, k1)) / 2)
+    for (name, a), b in zip(model.momentum_encoder.named_parameters(), reference.momentum_encoder.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+    # the gradient reaches the query side only through q: the same as the hand computation's
+    out["loss"].backward()
+    expected.backward()
+    query_side = [*model.encoder.named_parameters(), *model.predictor.named_parameters()]
+    reference_side = [*reference.encoder.parameters(), *reference.predictor.parameters()]
+    for (name, a), b in zip(query_side, reference_side):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-12, msg=name)
