@@ -161,3 +161,73 @@ def test_jitter_factor_distribution_brightness() -> None:
     assert_same_mean(*levels, "brightness factor")
     assert_same_mean(*[(lv - 1) ** 2 for lv in levels], "brightness factor spread")
     assert abs(levels[1].mean() - 1.0) < SIGMAS * math.sqrt(0.8**2 / 12 / N)
+
+
+# ---------------------------------------------------------------------------------------------- v3's two views
+# MoCo v3 (reference section 6, from facebookresearch/moco-v3 augmentation1/augmentation2): view 1 is always
+# blurred and never solarized; view 2 is blurred with p=0.1 and solarized with p=0.2. The expected rates below are
+# these published numbers, not values read back from recipes.py, so a recipe that gives view 2 view 1's parameters
+# (or a backend that draws both views from one recipe) fails.
+V3_RATES = {"view1": {"blur": 1.0, "solarize": 0.0}, "view2": {"blur": 0.1, "solarize": 0.2}}
+N_V3 = 2000  # 5 standard errors: 0.034 at p=0.1, 0.045 at p=0.2
+
+
+def v3_blur_and_solarize_only(name: str = "v3-64"):
+    """The named v3 recipe with everything but blur and solarize switched off in both views (full-image crop, no
+    jitter, grayscale or flip), and sigma at least 1 px so that every blur is visible on a 16 px image."""
+    recipe = get_recipe(name)
+    nothing = {"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "jitter_p": 0.0, "grayscale_p": 0.0,
+               "flip_p": 0.0, "blur_sigma": (1.0, 2.0)}
+    return dataclasses.replace(recipe, view1=dataclasses.replace(recipe.view1, **nothing),
+                               view2=dataclasses.replace(recipe.view2, **nothing))
+
+
+def two_views(backend: str, recipe, image: np.ndarray, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n (view1, view2) pairs of one H x W x 3 uint8 image from the backend's two-view entry point, in [0, 1]."""
+    from mocokit.data.per_image import TwoViews  # the per-image backend's two-view transform
+
+    size = image.shape[0]
+    if backend == "per_image":
+        torch.manual_seed(0)
+        transform, pil = TwoViews(recipe, size), Image.fromarray(image)
+        pairs = [transform(pil) for _ in range(n)]
+        first, second = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    else:
+        batch = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).expand(n, -1, -1, -1).contiguous()
+        first, second = BatchAugment(recipe, size)(batch, generator=torch.Generator().manual_seed(1))
+    mean, std = torch.tensor(recipe.mean).view(1, 3, 1, 1), torch.tensor(recipe.std).view(1, 3, 1, 1)
+    return first * std + mean, second * std + mean
+
+
+@pytest.fixture
+def one_thread():
+    """Thousands of 16 px images one at a time: on a shared 2-core machine two threads made this 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("backend", ["per_image", "batched"])
+def test_v3_views_blur_and_solarize_at_their_own_published_rates(backend: str, one_thread) -> None:
+    image = colourful(side=16, low=140)  # every pixel >= 140: a solarized view is entirely below 0.5
+    original = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    views = dict(zip(("view1", "view2"), two_views(backend, v3_blur_and_solarize_only(), image, N_V3)))
+    measured = {}
+    for name, x in views.items():
+        solarized = (x.amax(dim=(1, 2, 3)) < 0.5).numpy()
+        # a blur of pixels >= 140 stays >= 140, so solarize then inverts every pixel: compare with both versions
+        distance = torch.minimum((x - original).abs().amax(dim=(1, 2, 3)),
+                                 (x - (1 - original)).abs().amax(dim=(1, 2, 3)))
+        blurred = (distance > 10 / 255).numpy()
+        measured[name] = {"blur": blurred, "solarize": solarized}
+        for op, hits in measured[name].items():
+            p = V3_RATES[name][op]
+            tolerance = SIGMAS * math.sqrt(p * (1 - p) / N_V3) + 1e-12  # 0 at p in {0, 1}: exactly every or none
+            assert abs(hits.mean() - p) <= tolerance, f"{backend} {name} {op}: rate {hits.mean():.3f}, expected {p}"
+    # the two views are different recipes: their rates differ by far more than the noise
+    for op in ("blur", "solarize"):
+        a, b = measured["view1"][op], measured["view2"][op]
+        pooled = np.concatenate([a, b]).mean()
+        se = math.sqrt(pooled * (1 - pooled) * 2 / N_V3)
+        assert abs(a.mean() - b.mean()) > SIGMAS * se, f"{backend} {op}: views 1 and 2 are drawn alike"
