@@ -46,12 +46,12 @@ from pathlib import Path
 import torch
 
 from mocokit import load_config
-from mocokit.config import Config
 from mocokit.engine.loop import StepRunner, compile_enabled
 from mocokit.models import build_model
 from mocokit.models.momentum import cosine_momentum
 from mocokit.training.cpu_memory import reuse_freed_memory
 from mocokit.training.optim import build_optimizer, scaled_learning_rate
+from mocokit.training.run_config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, when run as a script
 from measure import (  # noqa: E402

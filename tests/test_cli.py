@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from mocokit.cli import main
-from mocokit.config import preset_names
+from mocokit.config.loader import preset_names
 
 
 def test_presets_lists_every_preset_with_a_description(capsys):

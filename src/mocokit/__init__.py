@@ -4,11 +4,36 @@
     cfg = mocokit.load_config("v2-cifar10", overrides=["model.queue_size=1024"])
     model = mocokit.build_model(cfg)
     out = model(view1, view2)  # train mode: one MoCo step; out["loss"].backward()
+
+`import mocokit` imports no heavy library: the names below are imported when first used (so `mocokit --help`
+answers at once; the layers and this promise are checked in tests/test_layers.py).
 """
 
-from mocokit.config import Config, ConfigError, load_config
-from mocokit.models import MoCo, build_model
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+
+from mocokit._version import __version__
+
+# public name -> the module that defines it
+_LAZY = {
+    "Config": "mocokit.training.run_config",
+    "load_config": "mocokit.training.run_config",
+    "ConfigError": "mocokit.errors",
+    "MoCo": "mocokit.models.moco",
+    "build_model": "mocokit.models.build",
+}
 
 __all__ = ["Config", "ConfigError", "MoCo", "__version__", "build_model", "load_config"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'mocokit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

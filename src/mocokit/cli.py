@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mocokit import __version__
+from mocokit._version import __version__
 from mocokit.commands import embed, experiment, export, finetune, knn, linear, presets, pretrain, transfer
 
 # in the order `mocokit --help` lists them
@@ -31,37 +31,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mocokit.config import ConfigError
+    from mocokit.training.process import configure_process
+
+    args = build_parser().parse_args(argv)
+    configure_process()  # settings for the whole process: here, never inside the library (training/process.py)
+    try:
+        return args.handler(args)
+    except Exception as error:
+        status = _report(error)
+        if status is None:
+            raise
+        return status
+    except KeyboardInterrupt:
+        print("mocokit: interrupted; the last checkpoint is kept (continue with resume=auto)", file=sys.stderr)
+        return 130
+
+
+def _report(error: Exception) -> int | None:
+    """Print a one-line message for an error the user can act on and return the exit status; None for any other
+    error (a bug: it is raised with its traceback). The error classes are imported here, after a command failed,
+    so that `mocokit --help` and `mocokit presets` import no heavy library (a command that raised one of them has
+    already imported its module)."""
     from mocokit.data import DataError
-    from mocokit.errors import NonFiniteLoss
+    from mocokit.errors import ConfigError, NonFiniteLoss
     from mocokit.evaluation.classifier import BackboneChanged
     from mocokit.training.checkpoint import CheckpointError, CheckpointWriteError
     from mocokit.training.lock import RunFolderError
 
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except CheckpointWriteError as error:
+    if isinstance(error, CheckpointWriteError):
         print(f"mocokit: training stopped: {error}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
-    except (ConfigError, DataError, CheckpointError, RunFolderError, FileExistsError, FileNotFoundError) as error:
+    if isinstance(error, (ConfigError, DataError, CheckpointError, RunFolderError, FileExistsError,
+                          FileNotFoundError)):
         print(f"mocokit: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except NonFiniteLoss as error:
+    if isinstance(error, NonFiniteLoss):
         print(f"mocokit: training stopped: {error}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
-    except BackboneChanged as error:  # the linear probe's sanity check: a bug, reported without a traceback
+    if isinstance(error, BackboneChanged):  # the linear probe's sanity check: a bug, reported without a traceback
         print(f"mocokit: sanity check failed: {error}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
-    except (MemoryError, RuntimeError) as error:
-        if not _out_of_memory(error):
-            raise
+    if isinstance(error, (MemoryError, RuntimeError)) and _out_of_memory(error):
         print(f"mocokit: out of memory ({(str(error).splitlines() or [''])[0][:200]}); lower train.batch_size, "
               "data.image_size or the model's size (the last checkpoint is kept)", file=sys.stderr)
         return EXIT_TRAINING_FAILED
-    except KeyboardInterrupt:
-        print("mocokit: interrupted; the last checkpoint is kept (continue with resume=auto)", file=sys.stderr)
-        return 130
+    return None
 
 
 def _out_of_memory(error: BaseException) -> bool:

@@ -18,8 +18,8 @@ def cifar_data(tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, cifar_data) -> Path:
     """A finished one-epoch MoCo v2 run folder (CIFAR ResNet-18 at width 0.125, 64 images, 2 steps)."""
-    from mocokit.config import load_config
     from mocokit.engine.pretrain import pretrain
+    from mocokit.training.run_config import load_config
 
     run_dir = tmp_path_factory.mktemp("tiny-run")
     cfg = load_config("v2-cifar10", [

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from mocokit.commands import finetune, knn, linear, transfer
-from mocokit.config import ConfigError, load_config
 from mocokit.engine.pretrain import pretrain
+from mocokit.errors import ConfigError
+from mocokit.training.run_config import load_config
 
 ARCHIVE = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpg.tar.gz"
 TINY_RUN = ["model.width=0.125", "train.epochs=1", "data.max_images=256", "train.batch_size=64",

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mocokit.cli import main
-from mocokit.config import Config, ConfigError, load_config
+from mocokit.errors import ConfigError
 from mocokit.models import build_model
+from mocokit.training.run_config import Config, load_config
 
 
 def leaf_fields(cls=Config, prefix="") -> dict[str, typing.Any]:

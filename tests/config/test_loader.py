@@ -1,6 +1,8 @@
 import pytest
 
-from mocokit.config import Config, ConfigError, config_to_yaml, load_config, preset_names
+from mocokit.config.loader import preset_names
+from mocokit.errors import ConfigError
+from mocokit.training.run_config import Config, config_to_yaml, load_config
 
 
 def test_every_preset_loads_and_names_itself():

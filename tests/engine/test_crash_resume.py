@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from mocokit.cli import main
-from mocokit.config import load_config
 from mocokit.engine.pretrain import pretrain
 from mocokit.training.checkpoint import load_checkpoint
+from mocokit.training.run_config import load_config
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock: POSIX only")
 

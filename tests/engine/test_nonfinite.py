@@ -102,8 +102,8 @@ def test_no_skipped_steps_and_no_warning_when_all_is_finite():
 
 
 def test_a_diverging_run_in_skip_mode_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_images, tmp_path):
-    from mocokit.config import load_config
     from mocokit.training.checkpoint import load_checkpoint
+    from mocokit.training.run_config import load_config
 
     cfg = load_config("v2-cifar10", [
         "model.width=0.125", "model.queue_size=32", "model.bn_splits=2", "train.batch_size=16", "train.epochs=1",

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from mocokit.config import ConfigError, load_config
 from mocokit.engine.loop import NonFiniteLoss
 from mocokit.engine.pretrain import pretrain
+from mocokit.errors import ConfigError
 from mocokit.training.checkpoint import load_checkpoint
+from mocokit.training.run_config import load_config
 
 TINY = [
     "model.width=0.125", "model.queue_size=32", "model.bn_splits=2", "train.batch_size=16", "train.epochs=2",

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mocokit.config import load_config
 from mocokit.engine.pretrain import pretrain
+from mocokit.training.run_config import load_config
 
 CIFAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpg.tar.gz"
 

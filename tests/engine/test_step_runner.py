@@ -9,8 +9,8 @@ import torch
 import torch._dynamo
 
 from mocokit import load_config
-from mocokit.config import ConfigError
 from mocokit.engine.loop import StepRunner, compile_enabled
+from mocokit.errors import ConfigError
 from mocokit.models import ModelConfig, build_model
 
 SMALL_RESNET = {"backbone": "resnet18", "width": 0.125, "cifar_stem": True}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mocokit.config import load_config
 from mocokit.engine.pretrain import pretrain
+from mocokit.training.run_config import load_config
 
 QUIET = ["train.epochs=1", "data.num_workers=0", "run.tensorboard=false", "run.progress=false",
          "monitor.knn_every_epochs=0", "train.batch_size=16",

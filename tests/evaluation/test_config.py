@@ -2,7 +2,7 @@
 
 import pytest
 
-from mocokit.config import ConfigError
+from mocokit.errors import ConfigError
 from mocokit.evaluation.config import (
     default_finetune_protocol,
     default_linear_protocol,

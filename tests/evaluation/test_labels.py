@@ -4,8 +4,9 @@ from collections import Counter
 
 import pytest
 
-from mocokit.config import ConfigError, load_config
 from mocokit.data.labels import stratified_indices
+from mocokit.errors import ConfigError
+from mocokit.training.run_config import load_config
 
 LABELS = [0] * 500 + [1] * 300 + [2] * 195 + [3] * 5 + [-1] * 7  # unbalanced, one tiny class, unlabelled items
 

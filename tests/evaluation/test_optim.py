@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mocokit.config import ConfigError
+from mocokit.errors import ConfigError
 from mocokit.evaluation.classifier import linear_head
 from mocokit.evaluation.optim import classifier_optimizer
 from mocokit.models.resnet import ResNet

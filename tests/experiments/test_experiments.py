@@ -6,9 +6,9 @@ import json
 import pytest
 
 from mocokit.cli import main
-from mocokit.config import load_config
 from mocokit.experiments import EXPERIMENTS, run_experiment
 from mocokit.experiments.runner import markdown_table, slug
+from mocokit.training.run_config import load_config
 
 from ..engine.conftest import write_image_folder
 

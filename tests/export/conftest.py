@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mocokit.config import load_config
 from mocokit.export import export_model, read_safetensors
 from mocokit.models import build_model
+from mocokit.training.run_config import load_config
 
 
 def trained_looking(model: torch.nn.Module) -> torch.nn.Module:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mocokit import build_model, load_config
-from mocokit.config import preset_names
+from mocokit.config.loader import preset_names
 from mocokit.models import ModelConfig
 from mocokit.models.shuffle_bn import SplitBatchNorm2d
 

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
-    from mocokit.export import FORMATS
+    from mocokit.export.formats import FORMATS
 
     parser = commands.add_parser(
         "export", help="export pretrained weights as safetensors for torchvision, timm or mocokit",

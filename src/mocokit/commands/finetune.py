@@ -17,11 +17,13 @@ def run(args: argparse.Namespace) -> int:
     from mocokit.evaluation.config import default_finetune_protocol
     from mocokit.evaluation.finetune import finetune
     from mocokit.evaluation.session import open_session
+    from mocokit.training.process import configure_process
 
     args = late_options(args)
 
     session = open_session(args.run, args.overrides, protocol=args.protocol,
                            default_protocols=lambda e: [default_finetune_protocol(e.is_vit)])
+    configure_process(threads=session.encoder.config.train.threads)  # the run's train.threads
     result = finetune(session)
     print(f"fine-tuned: top-1 {result.top1:.4f}, top-5 {result.top5:.4f} [{result.seconds:.1f}s]")
     finish_evaluation(session, "finetune", {"command": "finetune", **session.describe(), **result.record()},

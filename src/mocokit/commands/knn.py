@@ -19,10 +19,12 @@ from mocokit.commands.common import (
 def run(args: argparse.Namespace) -> int:
     from mocokit.evaluation.knn_eval import knn_evaluation
     from mocokit.evaluation.session import open_session
+    from mocokit.training.process import configure_process
 
     args = late_options(args)
 
     session = open_session(args.run, args.overrides, protocol=args.protocol)
+    configure_process(threads=session.encoder.config.train.threads)  # the run's train.threads
     result = knn_evaluation(session)
     print(f"kNN (k={result.k}, τ={result.temperature}; {result.bank_images} bank, {result.query_images} query "
           f"images): top-1 {result.top1:.4f}, top-5 {result.top5:.4f}"

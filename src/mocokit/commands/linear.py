@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from mocokit.evaluation.config import default_linear_protocol
     from mocokit.evaluation.linear import linear_probe
     from mocokit.evaluation.session import open_session
+    from mocokit.training.process import configure_process
     from mocokit.training.runtime import resolve_device
 
     args = late_options(args)
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         return [default_linear_protocol(encoder.config.model.version, encoder.is_vit, on_gpu)]
 
     session = open_session(args.run, args.overrides, protocol=args.protocol, default_protocols=official_or_fast)
+    configure_process(threads=session.encoder.config.train.threads)  # the run's train.threads
     result = linear_probe(session)
     print(f"linear probe ({result.mode}): top-1 {result.top1:.4f}, top-5 {result.top5:.4f} "
           f"[{result.seconds:.1f}s; every backbone tensor unchanged]")

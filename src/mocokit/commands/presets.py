@@ -6,7 +6,7 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocokit.config import preset_description, preset_names
+    from mocokit.config.loader import preset_description, preset_names
 
     names = preset_names()
     width = max(map(len, names))

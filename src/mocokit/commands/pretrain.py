@@ -10,8 +10,8 @@ INTERRUPTED = 130  # the shell's code for a Ctrl-C: the run stopped gracefully a
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocokit.config import load_config
     from mocokit.engine.pretrain import pretrain
+    from mocokit.training.run_config import load_config
 
     result = pretrain(load_config(args.config, args.overrides))
     if result.interrupted:

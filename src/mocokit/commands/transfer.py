@@ -18,11 +18,13 @@ def run(args: argparse.Namespace) -> int:
     from mocokit.evaluation.config import default_finetune_protocol
     from mocokit.evaluation.session import open_session
     from mocokit.evaluation.transfer import transfer
+    from mocokit.training.process import configure_process
 
     args = late_options(args)
 
     session = open_session(args.run, args.overrides, protocol=args.protocol,
                            default_protocols=lambda e: [default_finetune_protocol(e.is_vit)])
+    configure_process(threads=session.encoder.config.train.threads)  # the run's train.threads
     result = transfer(session)
     print(f"fine-tuned top-1: pretrained {result.pretrained.top1:.4f} | random init {result.random_init.top1:.4f} "
           f"({100 * result.gain:+.1f} points for pretraining); plot: {result.plot}")

@@ -1,61 +1,7 @@
-"""The mocokit config: one typed section per concern, loaded from a preset or YAML file plus `key=value` overrides.
+"""The generic config loader (`mocokit.config.loader`): YAML presets with `base:` inheritance, `key=value`
+overrides, typed dataclass sections validated when loaded.
 
-    cfg = load_config("v2-cifar10", overrides=["model.queue_size=1024", "train.epochs=5"])
-
-Presets live in `mocokit/presets/*.yaml`; a YAML file may start from one with `base: <preset>`.
+The loader knows no section: each package owns its own (`models.config`, `data.config`, `training.config`), and
+`mocokit.training.run_config` composes them into the run's `Config` (`mocokit.load_config`). This package sits on
+the bottom floor, so it imports nothing of mocokit's (see tests/test_layers.py).
 """
-
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
-
-from mocokit.config.loader import (
-    ConfigError,
-    apply_overrides,
-    build_dataclass,
-    preset_description,
-    preset_names,
-    read_yaml_tree,
-    to_tree,
-)
-from mocokit.data.config import DataConfig
-from mocokit.models.config import ModelConfig
-from mocokit.training.config import MonitorConfig, OptimConfig, RunConfig, TrainConfig
-
-
-@dataclass
-class Config:
-    name: str = ""  # the preset or file this config came from (names the run folder)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    resume: str = "auto"  # auto: continue from run.dir's last checkpoint if there is one; none; or a checkpoint path
-
-    def __post_init__(self) -> None:
-        if self.train.batch_size % max(self.model.bn_splits, 1):
-            raise ValueError(
-                f"train.batch_size={self.train.batch_size} must be a multiple of model.bn_splits="
-                f"{self.model.bn_splits} (each BatchNorm group gets an equal share of the batch)"
-            )
-
-
-def load_config(source: str | Path, overrides: list[str] | None = None) -> Config:
-    """A preset name or YAML path, then `section.key=value` overrides -> a validated Config.
-    Raises ConfigError with a message naming the bad key or value."""
-    tree = apply_overrides(read_yaml_tree(source), list(overrides or []))
-    tree.setdefault("name", Path(str(source)).stem)
-    return build_dataclass(Config, tree)
-
-
-def config_to_yaml(config: Config) -> str:
-    """The resolved config as YAML; `load_config` on it gives back an equal Config."""
-    return yaml.safe_dump(to_tree(config), sort_keys=False)
-
-
-__all__ = ["Config", "ConfigError", "config_to_yaml", "load_config", "preset_description", "preset_names"]

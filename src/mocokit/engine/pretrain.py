@@ -19,7 +19,6 @@ from tqdm import tqdm
 
 from mocokit import data as mdata
 from mocokit import distributed
-from mocokit.config import Config, ConfigError, config_to_yaml
 from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
 from mocokit.engine.loop import (
@@ -31,6 +30,7 @@ from mocokit.engine.loop import (
     watched_parameters,
 )
 from mocokit.engine.monitor import KnnMonitor
+from mocokit.errors import ConfigError
 from mocokit.models import build_model
 from mocokit.reporting import MetricsWriter, write_report
 from mocokit.training.checkpoint import (
@@ -42,13 +42,14 @@ from mocokit.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from mocokit.training.cpu_memory import reuse_freed_memory
 from mocokit.training.interrupt import GracefulStop, StopAgreement
 from mocokit.training.launch import data_parallel, process_group_from_environment
 from mocokit.training.lock import RunLock
 from mocokit.training.optim import build_optimizer, scaled_learning_rate
+from mocokit.training.process import configure_process
+from mocokit.training.run_config import Config, config_to_yaml
 from mocokit.training.rundir import checkpoint_dir, epoch_copy_name, load_resume_checkpoint, resolve_run_dir
-from mocokit.training.runtime import autocast_factory, configure_runtime, needs_grad_scaler, resolve_precision
+from mocokit.training.runtime import autocast_factory, needs_grad_scaler, resolve_device, resolve_precision
 from mocokit.training.sampling import EpochSampler, SeededSamples
 from mocokit.training.schedules import learning_rate_at, momentum_at
 
@@ -73,6 +74,9 @@ def pretrain(cfg: Config, echo: Callable[[str], None] = print) -> PretrainResult
     unusable inputs before anything is trained, and NonFiniteLoss when the loss diverges."""
     # under torchrun: one process of many; the main process locks the run folder (a second pretrain is refused)
     with process_group_from_environment(cfg.train.device), RunLock() as lock:
+        train = cfg.train  # threads, seeds, determinism and the CPU heap: process-wide (training/process.py)
+        configure_process(train.threads, train.seed, train.deterministic,
+                          reuse_cpu_memory=resolve_device(train.device).type == "cpu")
         return Pretraining(cfg, echo, lock).run()
 
 
@@ -85,7 +89,7 @@ class Pretraining:
         self.started = time.perf_counter()
         self.main = distributed.is_main_process()
         self.say = echo if self.main else (lambda _message: None)
-        self.device = configure_runtime(cfg.train)
+        self.device = resolve_device(cfg.train.device)
         world = distributed.world_size()
         if cfg.train.batch_size % world:
             raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes")
@@ -156,8 +160,6 @@ class Pretraining:
         self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler(self.dtype) else None
         self.autocast = autocast_factory(self.device, self.dtype)
         batch_augment = mdata.build_batch_augment(cfg.data, self.device) if cfg.data.augment == "batched" else None
-        if self.device.type == "cpu":
-            reuse_freed_memory()  # a step's large activations stay in the heap for the next (engine/cpu_memory.py)
         self.run_step = StepRunner(
             self.trained_model,
             self.optimizer, self.device, self.autocast, self.scaler, cfg.train.channels_last, cfg.optim.grad_clip,

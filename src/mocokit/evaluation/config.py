@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mocokit.config import Config, ConfigError
 from mocokit.config.loader import PRESET_DIR, apply_overrides, build_dataclass, merge_trees, read_yaml_tree
+from mocokit.errors import ConfigError
 from mocokit.training.config import OptimConfig
+from mocokit.training.run_config import Config
 
 PROTOCOL_DIR = PRESET_DIR / "eval"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mocokit.config import Config, load_config
 from mocokit.evaluation.pretrained import load_pretrained
 from mocokit.models import build_model
 from mocokit.models.backbones import is_vit
+from mocokit.training.run_config import Config, load_config
 from mocokit.training.rundir import CHECKPOINTS
 
 

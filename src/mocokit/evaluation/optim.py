@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mocokit.config import ConfigError
+from mocokit.errors import ConfigError
 from mocokit.training.config import OptimConfig
 from mocokit.training.optim import build_optimizer, parameter_groups
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-from mocokit.config import Config, ConfigError
 from mocokit.config.loader import apply_overrides, build_dataclass
+from mocokit.errors import ConfigError
 from mocokit.models import MoCo, build_model
 from mocokit.training.checkpoint import LAST, CheckpointError, load_checkpoint
+from mocokit.training.run_config import Config
 from mocokit.training.rundir import checkpoint_dir
 
 

@@ -6,7 +6,7 @@ import importlib.util
 
 import numpy as np
 
-from mocokit.config import ConfigError
+from mocokit.errors import ConfigError
 
 METHODS = ("auto", "tsne", "umap", "pca")
 # method: (module, what to pip install). umap-learn is not in the [plots] extra: it pulls numba and llvmlite.

@@ -118,8 +118,6 @@ def open_session(run_or_checkpoint: str | Path, overrides: Sequence[str],
     protocols = [protocol] if protocol else default_protocols(encoder)
     config = load_eval_config(protocols, eval_overrides)
     cfg = encoder.config
-    if cfg.train.threads is not None:
-        torch.set_num_threads(cfg.train.threads)
     assert encoder.checkpoint is not None
     root = run_folder(encoder.checkpoint)
     cache = FeatureCache(root / CACHE_DIR) if config.eval.cache else None

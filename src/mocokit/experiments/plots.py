@@ -1,18 +1,16 @@
-"""The experiments' figures. Each takes (experiment, results, path), draws with matplotlib's Agg backend (no display
-needed) and returns the path of the PNG it wrote."""
+"""The experiments' figures. Each takes (experiment, results, path), draws with pyplot and returns the path of the
+PNG it wrote. The backend is Agg (no display needed), chosen for the process by its entry point, not here: the
+`mocokit` command and every `pretrain` run call `training.process.configure_process`."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-
-from mocokit.experiments.spec import Experiment, VariantResult  # noqa: E402
-from mocokit.reporting import find_dips, find_spikes, read_metrics  # noqa: E402
+from mocokit.experiments.spec import Experiment, VariantResult
+from mocokit.reporting import find_dips, find_spikes, read_metrics
 
 
 def _save(figure, path: Path, title: str) -> Path:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mocokit.config import load_config
 from mocokit.engine.pretrain import pretrain
 from mocokit.experiments.spec import Experiment, VariantResult
 from mocokit.reporting import read_metrics
+from mocokit.training.run_config import load_config
 
 MODES = ("small", "smoke", "paper")
 

@@ -6,12 +6,26 @@
 See docs/export.md for each format's target model.
 """
 
-from mocokit.export.errors import ExportError
-from mocokit.export.exporter import FORMATS, ExportResult, export_model
-from mocokit.export.files import read_safetensors, write_safetensors
-from mocokit.export.moco_file import load_moco_safetensors
-from mocokit.export.recipes import Recipe, build_from_recipe, recipe_for
-from mocokit.export.torchvision_builder import torchvision_resnet
+from __future__ import annotations
+
+import importlib
+
+from mocokit.export.formats import FORMATS
+
+# public name -> the module that defines it, imported when first used: `mocokit export --help` needs only FORMATS,
+# and the rest imports torch
+_LAZY = {
+    "ExportError": "mocokit.export.errors",
+    "ExportResult": "mocokit.export.exporter",
+    "export_model": "mocokit.export.exporter",
+    "read_safetensors": "mocokit.export.files",
+    "write_safetensors": "mocokit.export.files",
+    "load_moco_safetensors": "mocokit.export.moco_file",
+    "Recipe": "mocokit.export.recipes",
+    "build_from_recipe": "mocokit.export.recipes",
+    "recipe_for": "mocokit.export.recipes",
+    "torchvision_resnet": "mocokit.export.torchvision_builder",
+}
 
 __all__ = [
     "FORMATS",
@@ -26,3 +40,15 @@ __all__ = [
     "torchvision_resnet",
     "write_safetensors",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'mocokit.export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mocokit.config import ConfigError
+from mocokit.errors import ConfigError
 
 
 class ExportError(ConfigError):

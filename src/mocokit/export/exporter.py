@@ -13,16 +13,16 @@ from typing import Any
 
 import torch
 
-from mocokit.config import Config
 from mocokit.config.loader import to_tree
 from mocokit.data.recipes import get_recipe
 from mocokit.export.errors import ExportError
 from mocokit.export.files import write_safetensors
+from mocokit.export.formats import FORMATS
 from mocokit.export.recipes import Recipe, build_from_recipe, recipe_for
 from mocokit.export.tensors import check_loadable, standalone_tensors
 from mocokit.models import MoCo
+from mocokit.training.run_config import Config
 
-FORMATS = ("torchvision", "timm", "moco")
 FILE_FORMAT = "mocokit-export"  # metadata["format"] of every file written here
 
 
@@ -63,7 +63,7 @@ def export_model(
 
 
 def _metadata(config: Config, fmt: str, source: str, step: int) -> dict[str, Any]:
-    from mocokit import __version__
+    from mocokit._version import __version__
 
     data_recipe = get_recipe(config.data.recipe)
     return {

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mocokit.config import Config
 from mocokit.config.loader import build_dataclass
 from mocokit.export.errors import ExportError
 from mocokit.export.files import read_safetensors
 from mocokit.models import MoCo, build_model
+from mocokit.training.run_config import Config
 
 
 def load_moco_safetensors(path: Path | str) -> tuple[MoCo, Config]:

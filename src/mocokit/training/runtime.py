@@ -1,18 +1,15 @@
-"""Where and how the step runs: device, numeric precision, determinism, threads."""
+"""Where and how the step runs: device and numeric precision (threads, seeds and determinism are process-wide:
+training/process.py)."""
 
 from __future__ import annotations
 
-import os
-import random
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 
-import numpy as np
 import torch
 
 from mocokit.config.loader import ConfigError
-from mocokit.training.config import TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,23 +48,3 @@ def autocast_factory(device: torch.device, dtype: torch.dtype | None) -> Callabl
 def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
     """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none."""
     return dtype == torch.float16
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def configure_runtime(cfg: TrainConfig) -> torch.device:
-    """Threads, seeds and determinism for a run; returns the device it trains on."""
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required for deterministic cuBLAS
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
-    return resolve_device(cfg.device)
