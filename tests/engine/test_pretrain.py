@@ -1,6 +1,7 @@
 """End-to-end pretraining on a tiny generated image folder: run folder, exact resume, NaN stop, refusals."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -26,12 +27,19 @@ def final_weights(run_dir):
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
 
 
+# K = 48 does not divide the 8 steps x 32 keys (2 views x 16, symmetric loss) of the run below: a queue pointer that
+# never moves (0), moves by one view's keys (128 mod 48 = 32) or resets when it wraps gives another value than 16.
+# lr 12 (0.75 after the batch-16 scaling) makes 8 steps learn visibly: the preset's 0.03 moves nothing in 8 steps.
+LEARNING = ["model.queue_size=48", "optim.lr=12"]
+
+
 def test_a_run_writes_its_folder_and_learns_nothing_silently(tiny_images, tmp_path):
-    result = pretrain(tiny_config(tiny_images, tmp_path / "run"), echo=lambda _m: None)
     run = tmp_path / "run"
+    cfg = tiny_config(tiny_images, run, *LEARNING)
+    result = pretrain(cfg, echo=lambda _m: None)
     assert result.completed and result.epochs_done == 2 and result.steps_done == 2 * (72 // 16)
     assert (run / "config.yaml").is_file() and (run / "report.html").is_file()
-    assert load_config(run / "config.yaml").model.queue_size == 32  # the resolved config reloads
+    assert load_config(run / "config.yaml").model.queue_size == 48  # the resolved config reloads
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     kinds = [r["kind"] for r in records]
     assert kinds.count("epoch") == 2 and "baseline" in kinds and kinds[-1] == "final"
@@ -42,9 +50,18 @@ def test_a_run_writes_its_folder_and_learns_nothing_silently(tiny_images, tmp_pa
     assert result.knn_top1 is not None and result.baseline_top1 is not None
     payload = load_checkpoint(run / "checkpoints" / "last.pt")
     assert payload["step"] == 8 and payload["epoch"] == 2
-    assert "queue.keys" in payload["model"] and int(payload["model"]["queue.ptr"]) == (8 * 32) % 32
+    keys_per_step = (2 if cfg.model.symmetric else 1) * cfg.train.batch_size  # each view's keys, once
+    assert "queue.keys" in payload["model"]
+    assert int(payload["model"]["queue.ptr"]) == (8 * keys_per_step) % 48 == 16
 
-    again = pretrain(tiny_config(tiny_images, run), echo=lambda _m: None)  # e.g. `make demo` run a second time
+    # It learned: an encoder that learns nothing gives the positive key no edge over the 48 negatives, and each of
+    # the two loss terms stays near log(K+1), the closed form for equal logits (measured: 7.9 for a run whose
+    # optimiser never steps, 2 log 49 = 7.78). After one epoch of real steps the second epoch's mean is far below.
+    second_epoch = [r for r in records if r["kind"] == "epoch"][1]
+    chance = (2 if cfg.model.symmetric else 1) * math.log(48 + 1)
+    assert second_epoch["loss"] < chance - 1.0, (second_epoch["loss"], chance)
+
+    again = pretrain(tiny_config(tiny_images, run, *LEARNING), echo=lambda _m: None)  # `make demo` run twice
     assert again.completed and again.steps_done == 8 and again.knn_top1 == result.knn_top1
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 8
 
