@@ -62,3 +62,30 @@ def test_auto_mode_is_fast_on_a_cpu_and_full_on_a_gpu():
     assert resolve_mode("auto", torch.device("cpu")) == "fast"
     assert resolve_mode("auto", torch.device("cuda", 0)) == "full"
     assert resolve_mode("full", torch.device("cpu")) == "full"
+
+
+@pytest.fixture(scope="module")
+def relabelled_test_split(labelled_images, tmp_path_factory):
+    """The labelled images with the test split's class folders rotated (class0's images filed as class1, ...): a
+    probe trained on the train split predicts each test image's colour class, which is now always the wrong label;
+    a probe that saw the test split learns the rotated labels, as easy to separate (colour), and scores high."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("relabelled") / "images"
+    shutil.copytree(labelled_images / "train", root / "train")
+    classes = sorted(p.name for p in (labelled_images / "test").iterdir())
+    for c, name in enumerate(classes):
+        shutil.copytree(labelled_images / "test" / name, root / "test" / classes[(c + 1) % len(classes)])
+    return root
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_the_probe_is_trained_on_the_train_split_only(resnet_run, relabelled_test_split, mode):
+    data = [f"data.path={relabelled_test_split}", "eval.cache=false", f"linear.mode={mode}"]
+    # Standardised features and 10 epochs: the probe separates the colour classes (top-1 ~1 on honest labels).
+    settings = [*FAST, "linear.epochs=10", "linear.optim.milestones=[8]", "linear.feature_norm=batchnorm"]
+    session = open_session(resnet_run, [*settings, *data], echo=lambda _m: None)
+    result = linear_probe(session)
+    assert result.train_images == 60 and result.test_images == 18
+    # Chance is 1/3; a probe that learned the train split's colour classes gets the rotated labels wrong.
+    assert result.top1 < 1 / 3, f"top-1 {result.top1:.3f} on rotated test labels: was the probe trained on them?"
