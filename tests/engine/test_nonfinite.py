@@ -34,6 +34,15 @@ class Flaky(nn.Module):
             loss = loss * float("nan")
         return {"loss": loss, "accuracy": torch.zeros(())}
 
+    # MoCo's step protocol (models/moco.py): no dictionary to write
+    needs_indices = False
+
+    def end_step(self) -> None:
+        pass
+
+    def discard_step(self) -> None:
+        pass
+
 
 def run_epoch(model, steps=5, skip=False, checkpoint_every=1, scaler=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

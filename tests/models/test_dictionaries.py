@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from mocokit.models import build_model
 from mocokit.models.config import ModelConfig
-from mocokit.models.dictionaries import EndToEnd, MemoryBankMoCo
+from mocokit.models.dictionaries import EndToEnd
+from mocokit.models.memory_bank import MemoryBank
 
 SMALL = dict(backbone="resnet18", cifar_stem=True, width=0.125, dim=8, queue_size=16, bn_splits=1)
 
@@ -22,7 +23,7 @@ def views(n=6, seed=0):
 def test_end_to_end_loss_is_in_batch_info_nce_of_one_encoder_and_trains_the_keys_side():
     torch.manual_seed(0)
     model = build_model(ModelConfig(version="v2", dictionary="end_to_end", shuffle_bn=False, **SMALL))
-    assert isinstance(model, EndToEnd)
+    assert isinstance(model.dictionary, EndToEnd) and model.momentum_encoder is None
     x1, x2 = views()
     out = model(x1, x2)
     with torch.no_grad():  # slow reference: one encoder, keys of the same batch, positive on the diagonal
@@ -46,7 +47,8 @@ def test_memory_bank_reads_stored_positives_and_refreshes_only_the_batch_entries
     torch.manual_seed(0)
     model = build_model(ModelConfig(version="v2", dictionary="memory_bank", shuffle_bn=False, symmetric=False,
                                     **SMALL), dataset_size=40)
-    assert isinstance(model, MemoryBankMoCo) and model.memory_bank.negatives == 16
+    assert isinstance(model.dictionary, MemoryBank) and model.memory_bank.negatives == 16
+    assert model.needs_indices and model.momentum_encoder is None
     before = model.memory_bank.features.clone()
     indices = torch.tensor([3, 9, 11, 20, 21, 39])
     x1, x2 = views()
@@ -60,6 +62,8 @@ def test_memory_bank_reads_stored_positives_and_refreshes_only_the_batch_entries
         logits = torch.cat([(q * before[indices]).sum(1, keepdim=True), q @ negatives_before.T], 1) / model.temperature
         expected = F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long))
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.equal(model.memory_bank.features, before)  # written by end_step, after the backward
+    model.end_step()
     after = model.memory_bank.features
     torch.testing.assert_close(after[indices], F.normalize(0.5 * before[indices] + 0.5 * q, dim=1))
     others = torch.ones(40, dtype=torch.bool)

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from mocokit.models.moco import MoCo
+from mocokit.models.queue import Queue
 from mocokit.models.shuffle_bn import SplitBatchNorm2d, shuffle_batch, split_batch_norms, unshuffle_batch
 
 
@@ -54,8 +55,7 @@ def group_probe_model(batch: int, splits: int, shuffle: bool) -> MoCo:
     """An encoder that is one split BatchNorm over `batch` channels. Fed one-hot images (image i lights channel i),
     its output row i is non-zero exactly on the channels of the images that shared image i's BN statistics."""
     backbone = split_batch_norms(nn.Sequential(nn.BatchNorm2d(batch, affine=False), nn.Flatten()), splits)
-    return MoCo(backbone, nn.Identity(), None, dim=batch, temperature=0.1, momentum=0.99, queue_size=8,
-                shuffle_bn=shuffle)
+    return MoCo(backbone, nn.Identity(), None, Queue(8, batch), temperature=0.1, momentum=0.99, shuffle_bn=shuffle)
 
 
 def bn_groups(rows: torch.Tensor) -> list[frozenset[int]]:
@@ -67,7 +67,7 @@ def test_single_device_shuffle_bn_gives_keys_other_statistics_than_their_queries
     one_hot = torch.eye(batch).view(batch, batch, 1, 1)
     model = group_probe_model(batch, splits, shuffle=True).train()
     query_groups = bn_groups(model.encoder(one_hot))
-    key_groups = bn_groups(model._keys(one_hot))
+    key_groups = bn_groups(model.momentum_keys(one_hot)[0])
     for i in range(batch):
         assert i in query_groups[i] and i in key_groups[i]
         assert len(query_groups[i]) == len(key_groups[i]) == batch // splits
@@ -78,4 +78,4 @@ def test_without_shuffle_keys_share_their_queries_statistics():
     # The failure the shuffle exists to prevent (and proof that the test above can fail).
     one_hot = torch.eye(16).view(16, 16, 1, 1)
     model = group_probe_model(16, 4, shuffle=False).train()
-    assert bn_groups(model.encoder(one_hot)) == bn_groups(model._keys(one_hot))
+    assert bn_groups(model.encoder(one_hot)) == bn_groups(model.momentum_keys(one_hot)[0])

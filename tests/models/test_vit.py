@@ -11,11 +11,25 @@ def expected_embedding(row, col, dim, temperature=10000.0):
     quarter = dim // 4
     omega = [temperature ** (-i / quarter) for i in range(quarter)]
     return (
-        [math.sin(col * w) for w in omega]
-        + [math.cos(col * w) for w in omega]
-        + [math.sin(row * w) for w in omega]
+        [math.sin(row * w) for w in omega]
         + [math.cos(row * w) for w in omega]
+        + [math.sin(col * w) for w in omega]
+        + [math.cos(col * w) for w in omega]
     )
+
+
+def official_moco_v3_embedding(grid_size, dim, temperature=10000.0):
+    """The official MoCo v3 `build_2d_sincos_position_embedding` (vits.py), written out with loops: a meshgrid of
+    (w, h) in "ij" order flattened, the first half of the features from its slow axis."""
+    h, w = grid_size
+    quarter = dim // 4
+    omega = [1.0 / temperature ** (i / quarter) for i in range(quarter)]
+    rows = []
+    for slow in range(w):  # grid_w, the meshgrid's first axis
+        for fast in range(h):
+            rows.append([math.sin(slow * o) for o in omega] + [math.cos(slow * o) for o in omega]
+                        + [math.sin(fast * o) for o in omega] + [math.cos(fast * o) for o in omega])
+    return torch.tensor(rows)
 
 
 @pytest.mark.parametrize("grid", [(2, 3), (3, 2), (4, 4), (1, 5)])
@@ -27,6 +41,12 @@ def test_sincos_embedding_puts_rows_and_columns_on_the_right_axes(grid):
         for c in range(cols):  # timm flattens patches row by row: token r·cols + c
             expected = torch.tensor(expected_embedding(r, c, 16), dtype=torch.float32)
             torch.testing.assert_close(embedding[r * cols + c], expected)
+
+
+@pytest.mark.parametrize("side", [1, 2, 4, 14])
+def test_sincos_embedding_equals_the_official_one_on_square_grids(side):
+    torch.testing.assert_close(sincos_2d_position_embedding((side, side), 32),
+                               official_moco_v3_embedding((side, side), 32), rtol=0, atol=1e-6)
 
 
 def test_vit_on_a_non_square_image_uses_the_fixed_embedding():

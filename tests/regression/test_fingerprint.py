@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mocokit.training.run_config import load_config
 from mocokit.engine.loop import StepRunner
 from mocokit.models import build_model
 from mocokit.training.optim import build_optimizer, scaled_learning_rate
+from mocokit.training.run_config import load_config
 from mocokit.training.schedules import learning_rate_at, momentum_at
 
 FIXTURE = Path(__file__).with_name("fingerprints.json")
@@ -128,9 +128,9 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def fingerprint(name: str) -> dict:
-    losses64, accuracies64, model64 = train_steps(name, torch.float64)
-    losses32, _, model32 = train_steps(name, torch.float32)
+def fingerprint(name: str, prepare=None) -> dict:
+    losses64, accuracies64, model64 = train_steps(name, torch.float64, prepare)
+    losses32, _, model32 = train_steps(name, torch.float32, prepare)
     assert all(math.isfinite(x) for x in losses64 + losses32), name
     return {"losses": losses64, "accuracies": accuracies64, "state": state_summary(model64),
             "float32_sha256": state_digest(losses32, model32)}
@@ -153,17 +153,40 @@ def test_every_case_was_recorded():
     assert set(RECORDED["cases"]) == set(CASES)
 
 
+# Deliberate changes since the recording, each shown to be the only difference:
+# - the end-to-end and memory-bank dictionaries no longer carry the momentum encoder they never used;
+# - the ViT position embedding has its row terms first (the official layout): the cases are run with the table of
+#   the recording (column terms first) put back, and must then match.
+WITHOUT_KEY_ENCODER = {name for name, (_, overrides, _) in CASES.items()
+                       if any(o in overrides for o in ("model.dictionary=end_to_end", "model.dictionary=memory_bank"))}
+VIT_CASES = {name for name, (_, overrides, _) in CASES.items() if overrides is SMALL_VIT}
+
+
+def recorded_position_table(model: torch.nn.Module) -> None:
+    """Swap the halves of each ViT's sin-cos table back to the recording's order (column terms, then row terms)."""
+    with torch.no_grad():
+        for encoder in (model.encoder, model.momentum_encoder):
+            table = encoder.backbone.pos_embed  # 1×(1+T)×D
+            half = table.shape[-1] // 2
+            table.copy_(torch.cat([table[..., half:], table[..., :half]], dim=-1))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_five_steps_match_the_recording(name):
-    now, then = fingerprint(name), RECORDED["cases"][name]
+    now = fingerprint(name, prepare=recorded_position_table if name in VIT_CASES else None)
+    then = RECORDED["cases"][name]
     # float64 on any CPU: kernels may differ in the last bits; an algorithm change moves the losses by far more
     torch.testing.assert_close(torch.tensor(now["losses"]), torch.tensor(then["losses"]), rtol=1e-7, atol=1e-9)
     assert now["accuracies"] == then["accuracies"]
-    assert set(now["state"]) == set(then["state"])
-    for part, sums in now["state"].items():
-        torch.testing.assert_close(torch.tensor(sums), torch.tensor(then["state"][part]), rtol=1e-7, atol=1e-9,
-                                   msg=f"{name}: state of {part}")
-    if machine() == RECORDED["machine"]:  # the recording machine and torch: float32 must be bit-identical
+    expected_parts = set(then["state"]) - ({"momentum_encoder"} if name in WITHOUT_KEY_ENCODER else set())
+    assert set(now["state"]) == expected_parts
+    same_machine = machine() == RECORDED["machine"]
+    for part in expected_parts:
+        if same_machine:  # the recording machine and torch: bit-identical
+            assert now["state"][part] == then["state"][part], f"{name}: state of {part} not bit-identical"
+        torch.testing.assert_close(torch.tensor(now["state"][part]), torch.tensor(then["state"][part]), rtol=1e-7,
+                                   atol=1e-9, msg=f"{name}: state of {part}")
+    if same_machine and name not in WITHOUT_KEY_ENCODER:
         assert now["float32_sha256"] == then["float32_sha256"], f"{name}: float32 run not bit-identical"
 
 

@@ -15,7 +15,6 @@ from torch import nn
 from mocokit import distributed
 from mocokit.errors import NonFiniteLoss
 from mocokit.models.moco import MoCo
-from mocokit.models.queue import KeyQueue
 from mocokit.training.faults import fault_point
 
 
@@ -49,14 +48,12 @@ class StepRunner:
         # a constant of the compiled graph and recompile it every step. float64, so 1 − m stays exact near m = 1.
         dtype = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
         self._momentum = torch.zeros((), dtype=dtype, device=self.device)
-        # v1/v2 stage each step's keys and write them after the backward (models/queue.py). Doing it here, outside
-        # the compiled forward, means the forward always starts with nothing staged: one graph, not two.
-        self._queues = [m for m in self.model.modules() if isinstance(m, KeyQueue)]
+        self.moco: MoCo = getattr(self.model, "module", self.model)  # the MoCo itself (under DDP: its `module`)
 
     @property
     def needs_indices(self) -> bool:
         """Whether the model reads the images' dataset indices (the memory-bank dictionary)."""
-        return hasattr(getattr(self.model, "module", self.model), "memory_bank")  # `module`: under DDP
+        return self.moco.needs_indices
 
     def views(self, batch_views: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if self.batch_augment is not None:  # uint8 N×3×H×W, augmented on the device
@@ -94,6 +91,7 @@ class StepRunner:
         result = {"loss": loss.detach(), "accuracy": out["accuracy"], "finite": finite}
         if self.skip_nonfinite and not all_ranks_true(finite):
             self.optimizer.zero_grad(set_to_none=True)
+            self.moco.discard_step()  # nothing of a step that is not applied reaches the queue or memory bank
             if self.scaler is not None:
                 self.scaler.update()  # closes this step for the scaler (it lowers its scale when it saw infinities)
             return {**result, "skipped": True}
@@ -109,11 +107,10 @@ class StepRunner:
             self.scaler.update()
         else:
             self.optimizer.step()
+        self.moco.end_step()  # the queue's enqueue, the memory bank's update
         return result
 
     def _after_backward(self, started: float) -> None:
-        for queue in self._queues:  # the backward no longer needs the old queue: write this step's keys in place
-            queue.commit_()
         if self._compile_pending:
             self._compile_pending = False
             if self.on_compiled is not None:

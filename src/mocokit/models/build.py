@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 from torch import nn
 
 from mocokit import distributed
-from mocokit.models.backbones import build_backbone, is_vit
+from mocokit.models.backbones import backbone_family, build_backbone, has_batch_statistics
 from mocokit.models.config import ModelConfig
-from mocokit.models.dictionaries import EndToEnd, MemoryBankMoCo
+from mocokit.models.dictionaries import BatchNegatives, Dictionary, EndToEnd
 from mocokit.models.heads import v1_head, v2_head, v3_predictor, v3_projector
 from mocokit.models.memory_bank import MemoryBank
 from mocokit.models.moco import MoCo
+from mocokit.models.queue import Queue
 from mocokit.models.shuffle_bn import split_batch_norms
 from mocokit.models.sync_bn import sync_batch_norms
 
 V3_HIDDEN_DIM = 4096
+
+
+def _queue(cfg: ModelConfig, dataset_size: int | None) -> Dictionary:
+    return Queue(cfg.queue_size, cfg.dim)
+
+
+def _memory_bank(cfg: ModelConfig, dataset_size: int | None) -> Dictionary:
+    if dataset_size is None:
+        raise ValueError("model.dictionary=memory_bank needs the dataset size: build_model(cfg, dataset_size=N)")
+    return MemoryBank(dataset_size, cfg.dim, negatives=cfg.queue_size)
+
+
+# model.dictionary (v1/v2) -> its builder; MoCo v3 always takes its negatives from the batch (BatchNegatives)
+DICTIONARIES: dict[str, Callable[[ModelConfig, int | None], Dictionary]] = {
+    "queue": _queue,
+    "end_to_end": lambda cfg, dataset_size: EndToEnd(),
+    "memory_bank": _memory_bank,
+}
 
 
 def build_model(cfg, dataset_size: int | None = None) -> MoCo:
@@ -32,23 +52,19 @@ def build_model(cfg, dataset_size: int | None = None) -> MoCo:
     elif model_cfg.version == "v2":
         head, predictor = v2_head(width, model_cfg.dim, model_cfg.hidden_dim), None
     else:
-        vit = is_vit(model_cfg.backbone)
+        vit = backbone_family(model_cfg.backbone).is_vit
         hidden = model_cfg.hidden_dim or V3_HIDDEN_DIM
         layers = model_cfg.projector_layers or (3 if vit else 2)
         head = v3_projector(width, hidden, model_cfg.dim, layers)
         predictor = v3_predictor(model_cfg.dim, hidden, model_cfg.predictor_layers, last_bn=vit)
-    common = dict(dim=model_cfg.dim, temperature=model_cfg.temperature, momentum=model_cfg.momentum,
-                  symmetric=model_cfg.symmetric, shuffle_bn=model_cfg.shuffle_bn and model_cfg.uses_queue)
-    if model_cfg.uses_queue and model_cfg.dictionary == "end_to_end":
-        model: MoCo = EndToEnd(backbone, head, predictor, **common)
-    elif model_cfg.uses_queue and model_cfg.dictionary == "memory_bank":
-        if dataset_size is None:
-            raise ValueError("model.dictionary=memory_bank needs the dataset size: build_model(cfg, dataset_size=N)")
-        bank = MemoryBank(dataset_size, model_cfg.dim, negatives=model_cfg.queue_size)
-        model = MemoryBankMoCo(backbone, head, predictor, memory_bank=bank, **common)
+    if model_cfg.uses_queue:
+        dictionary = DICTIONARIES[model_cfg.dictionary](model_cfg, dataset_size)
     else:
-        model = MoCo(backbone, head, predictor, queue_size=model_cfg.queue_size if model_cfg.uses_queue else None,
-                     **common)
+        dictionary = BatchNegatives()
+    model = MoCo(backbone, head, predictor, dictionary, temperature=model_cfg.temperature,
+                 momentum=model_cfg.momentum,
+                 symmetric=model_cfg.symmetric or not model_cfg.uses_queue,  # v3's loss is always symmetric
+                 shuffle_bn=model_cfg.shuffle_bn and model_cfg.uses_queue)
     _sync_bn_across_processes(model, model_cfg)
     return model
 
@@ -59,10 +75,8 @@ def _sync_bn_across_processes(model: MoCo, cfg: ModelConfig) -> None:
     scope = cfg.sync_bn_scope
     if distributed.world_size() == 1 or scope == "none":
         return
-    if scope == "all":
-        parts = [model.encoder, model.momentum_encoder]
-    else:
-        parts = [model.encoder.head, model.momentum_encoder.head]
+    encoders = [e for e in (model.encoder, model.momentum_encoder) if e is not None]
+    parts = encoders if scope == "all" else [e.head for e in encoders]
     native = distributed.collective_device().type == "cuda"  # NCCL: torch's fused GPU kernels
     for part in [*parts, model.predictor]:
         if part is not None:
@@ -80,8 +94,8 @@ def _split_bn_groups(backbone: nn.Module, cfg: ModelConfig) -> None:
         )
     per_process = max(1, cfg.bn_splits // processes)
     split_batch_norms(backbone, per_process)
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
-    if cfg.uses_queue and cfg.shuffle_bn and has_bn and processes == 1 and per_process == 1:
+    if (cfg.uses_queue and cfg.shuffle_bn and has_batch_statistics(backbone) and processes == 1
+            and per_process == 1):
         warnings.warn(
             "model.shuffle_bn is on but there is one process and model.bn_splits=1: every key shares one set of "
             "BatchNorm statistics, so shuffling changes nothing and the encoder can cheat through BN. "

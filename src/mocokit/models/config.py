@@ -83,7 +83,7 @@ class ModelConfig:
                 "model.sync_bn=all with model.shuffle_bn on would share batch statistics across the processes that "
                 "shuffle BN keeps apart (moco #46): use model.sync_bn=heads or none for MoCo v1/v2"
             )
-        if self.backbone.startswith("vit") and self.image_size % self.patch_size:
+        if self.is_vit and self.image_size % self.patch_size:
             raise ValueError(
                 f"model.image_size ({self.image_size}) must be a multiple of model.patch_size ({self.patch_size})"
             )
@@ -91,19 +91,15 @@ class ModelConfig:
     def _check_backbone(self) -> None:
         """The backbone name, here rather than when the model is built (timm's names need timm, imported only for
         those). backbone_args, keyword arguments of timm's constructors, can only be checked by building."""
-        from mocokit.models.resnet import RESNET_LAYOUTS
-        from mocokit.models.vit import VIT_SIZES
+        from mocokit.models.backbones import backbone_family
 
-        name = self.backbone
-        if name.startswith(TIMM_PREFIX):
+        if backbone_family(self.backbone).name == "timm":  # (an unknown name: a ValueError naming the choices)
             import timm
 
-            if not timm.is_model(name[len(TIMM_PREFIX):]):
-                raise ValueError(f"model.backbone={name}: timm has no model {name[len(TIMM_PREFIX):]!r}; "
+            name = self.backbone[len(TIMM_PREFIX):]
+            if not timm.is_model(name):
+                raise ValueError(f"model.backbone={self.backbone}: timm has no model {name!r}; "
                                  f"`python -c \"import timm; print(timm.list_models('*resnet*'))\"` lists names")
-        elif name not in (*RESNET_LAYOUTS, *VIT_SIZES):
-            raise ValueError(f"unknown model.backbone {name!r}; choose one of "
-                             f"{', '.join((*RESNET_LAYOUTS, *VIT_SIZES))} or {TIMM_PREFIX}<timm model name>")
 
     @property
     def sync_bn_scope(self) -> str:
@@ -111,6 +107,13 @@ class ModelConfig:
         if self.sync_bn != "auto":
             return self.sync_bn
         return "none" if self.uses_queue else "all"
+
+    @property
+    def is_vit(self) -> bool:
+        """Whether the backbone is one of MoCo v3's ViTs (a trait of its family in models/backbones.py)."""
+        from mocokit.models.backbones import backbone_family
+
+        return backbone_family(self.backbone).is_vit
 
     @property
     def uses_queue(self) -> bool:

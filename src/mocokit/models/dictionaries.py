@@ -1,57 +1,122 @@
-"""The two dictionaries MoCo is compared with (He et al. 2020, figure 2 and figure 3), with MoCo's encoder, heads and
-InfoNCE loss, so that only the source of the keys differs (`model.dictionary`):
+"""Dictionaries: where a MoCo query's positive key and its negatives come from (He et al. 2020, figure 2).
 
-- `EndToEnd` (figure 2a): the keys are the other images of the current batch, encoded by the query encoder itself
-  with gradients through both sides. Consistent keys, but K = batch - 1: the dictionary is as large as the batch.
-- `MemoryBankMoCo` (figure 2b, Wu et al. 2018): one stored feature per dataset image; K negatives are drawn from the
-  bank and the positive is the image's own stored feature. Large K, but keys written by encoders of many past steps.
+A dictionary is a part of the `MoCo` module. Per step it
+- computes each query's positive key (`positive_keys`): from the momentum encoder, the query encoder or storage;
+- turns a query and its keys into logits and the column of the positive (`logits`, see mocokit/losses.py);
+- stages what the step writes into it (`remember`), which `end_step` writes once the step's backward has run, or
+  `discard_step` drops (a step that was not applied).
+It declares what it needs: a momentum (key) encoder, the images' dataset indices.
 
-Neither uses the momentum encoder (it is kept, unused, so that checkpoints and exports look like MoCo's).
+- `Queue` (models/queue.py): MoCo v1/v2, the K most recent keys of the momentum encoder.
+- `BatchNegatives` (here): MoCo v3, the other keys of the global batch, with v3's 2T loss factor.
+- `EndToEnd` (here): figure 2a, the other keys of the batch encoded by the query encoder itself, with gradients.
+- `MemoryBank` (models/memory_bank.py): figure 2b (Wu et al. 2018), one stored feature per dataset image.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mocokit import distributed
-from mocokit.losses import contrastive_accuracy, info_nce_in_batch, info_nce_with_queue
-from mocokit.models.memory_bank import MemoryBank
-from mocokit.models.moco import MoCo
+from mocokit.losses import logits_in_batch
+
+if TYPE_CHECKING:
+    from mocokit.models.moco import MoCo
 
 
-class EndToEnd(MoCo):
-    """Negatives from the current (global) batch; keys from the query encoder, with gradients."""
+class Dictionary(nn.Module):
+    """The interface of a dictionary part; the defaults are those of a dictionary with no state of its own."""
 
-    def __init__(self, *args, symmetric: bool = False, **kwargs) -> None:
-        super().__init__(*args, queue_size=None, symmetric=symmetric, **kwargs)
-        self.symmetric = symmetric  # MoCo sets it for v3 when there is no queue; here it is the config's choice
+    name: ClassVar[str]  # its model.dictionary value, and the name it has in the model (and its checkpoint keys)
+    needs_key_encoder: ClassVar[bool] = True  # keys from a momentum encoder (else the model has none)
+    needs_indices: ClassVar[bool] = False  # reads the images' dataset indices
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor, momentum=None,
-                indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        rank = distributed.rank()
-        (q1,) = self._queries(view1)  # N×C
-        k2 = self._global_keys(self._keys_with_gradient(view2))  # (P·N)×C
-        loss, logits = info_nce_in_batch(q1, k2, self.temperature, rank)  # N×(P·N), K = P·N - 1 negatives
-        targets = torch.arange(q1.shape[0], device=q1.device) + rank * q1.shape[0]
-        accuracy = contrastive_accuracy(logits, targets)
-        if self.symmetric:
-            (q2,) = self._queries(view2)
-            k1 = self._global_keys(self._keys_with_gradient(view1))
-            loss_21, logits_21 = info_nce_in_batch(q2, k1, self.temperature, rank)
-            loss = loss + loss_21
-            accuracy = (accuracy + contrastive_accuracy(logits_21, targets)) / 2
-        return {"loss": loss, "accuracy": accuracy}
+    def queries_and_keys(self, model: MoCo, view1: torch.Tensor, view2: torch.Tensor, indices: torch.Tensor | None,
+                         symmetric: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The step's queries [q1] or [q1, q2] (N×C, from the query encoder) and their positive keys. The queries
+        come first, in one batched call where the backbone allows it, then the keys."""
+        queries = model.queries(view1, view2) if symmetric else model.queries(view1)
+        return queries, self.positive_keys(model, view1, view2, indices, symmetric)
 
-    def _keys_with_gradient(self, x: torch.Tensor) -> torch.Tensor:
+    def positive_keys(self, model: MoCo, view1: torch.Tensor, view2: torch.Tensor, indices: torch.Tensor | None,
+             symmetric: bool) -> list[torch.Tensor]:
+        """The positive keys of the queries [q1] (asymmetric) or [q1, q2] (symmetric): [k2] or [k2, k1], each N×C
+        (or, for batch dictionaries, the global batch's keys (P·N)×C, which are also the negatives)."""
+        raise NotImplementedError
+
+    def logits(self, q: torch.Tensor, k: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits N×M, targets N) for queries q (N×C) and what `positive_keys` returned for them."""
+        raise NotImplementedError
+
+    def loss_scale(self, temperature: float) -> float | None:
+        """A factor on each loss term (v3's 2T), or None."""
+        return None
+
+    def remember(self, queries: list[torch.Tensor], keys: list[torch.Tensor], indices: torch.Tensor | None) -> None:
+        """Stage what this training step writes into the dictionary (written by `end_step`)."""
+
+    def end_step(self) -> None:
+        """Write what the steps since the last `end_step` staged. Call after the backward (and optimiser step)."""
+
+    def discard_step(self) -> None:
+        """Drop what was staged: the step was not applied (train.on_nonfinite=skip)."""
+
+
+class BatchNegatives(Dictionary):
+    """MoCo v3: the keys of the other images of the global batch are the negatives; no state."""
+
+    name = "batch"
+
+    def positive_keys(self, model, view1, view2, indices, symmetric):
+        with torch.no_grad():  # both views' keys in view order, as the official v3; (P·N)×C each
+            k1, k2 = (distributed.all_gather_concat(k) for k in model.momentum_keys(view1, view2))
+        return [k2, k1]
+
+    def logits(self, q, k, temperature):
+        return logits_in_batch(q, k, temperature, distributed.rank())  # N×(P·N)
+
+    def loss_scale(self, temperature: float) -> float:
+        return 2 * temperature  # ctr(q, k)·2T: see mocokit/losses.py, batch_contrastive_loss
+
+
+class EndToEnd(Dictionary):
+    """Figure 2a: negatives from the current (global) batch; keys from the query encoder, with gradients.
+    Consistent keys, but K = batch − 1: the dictionary is as large as the batch."""
+
+    name = "end_to_end"
+    needs_key_encoder = False
+
+    def queries_and_keys(self, model, view1, view2, indices, symmetric):
+        # Each query, then its key: both pass through the query encoder, whose BatchNorm running statistics take
+        # the batches in this order (view 1, view 2 shuffled, then view 2, view 1 shuffled when symmetric).
+        directions = ((view1, view2), (view2, view1)) if symmetric else ((view1, view2),)
+        queries, keys = [], []
+        for query_view, key_view in directions:
+            queries += model.queries(query_view)
+            keys.append(self._global_keys(self._keys_with_gradient(model, key_view)))  # (P·N)×C
+        return queries, keys
+
+    def positive_keys(self, model, view1, view2, indices, symmetric):
+        key_views = (view2, view1) if symmetric else (view2,)
+        return [self._global_keys(self._keys_with_gradient(model, x)) for x in key_views]  # (P·N)×C each
+
+    def logits(self, q, k, temperature):
+        return logits_in_batch(q, k, temperature, distributed.rank())  # N×(P·N), K = P·N − 1 negatives
+
+    @staticmethod
+    def _keys_with_gradient(model: MoCo, x: torch.Tensor) -> torch.Tensor:
         """N×C unit keys from the query encoder. With shuffle BN the batch is permuted across this process's BN
         groups (a differentiable index, so the gradient reaches the keys); across processes the images stay where
         they are (a differentiable cross-process shuffle is not implemented), so use model.bn_splits > 1 per process
         when shuffle BN should act."""
-        if not self.shuffle_bn or self.batch_views:
-            return F.normalize(self.encoder(x), dim=1)
+        if not model.shuffles_keys:
+            return F.normalize(model.encoder(x), dim=1)
         permutation = torch.randperm(x.shape[0], device=x.device)
-        keys = F.normalize(self.encoder(x[permutation]), dim=1)  # N×C in permuted order
+        keys = F.normalize(model.encoder(x[permutation]), dim=1)  # N×C in permuted order
         return keys[torch.argsort(permutation)]  # row i is the key of x[i]
 
     @staticmethod
@@ -63,34 +128,3 @@ class EndToEnd(MoCo):
         gathered = distributed.all_gather_concat(local.detach())
         n, rank = local.shape[0], distributed.rank()
         return torch.cat([gathered[: rank * n], local, gathered[(rank + 1) * n :]])
-
-
-class MemoryBankMoCo(MoCo):
-    """Negatives drawn from a memory bank of one feature per dataset image; needs the images' dataset indices."""
-
-    def __init__(self, *args, memory_bank: MemoryBank, symmetric: bool = False, **kwargs) -> None:
-        super().__init__(*args, queue_size=None, symmetric=symmetric, **kwargs)
-        self.symmetric = symmetric  # MoCo sets it for v3 when there is no queue; here it is the config's choice
-        self.memory_bank = memory_bank
-
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor, momentum=None,
-                indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        if indices is None:
-            raise ValueError("model.dictionary=memory_bank needs the dataset index of every image: "
-                             "call model(view1, view2, indices=...)")
-        positives = self.memory_bank.positives(indices)  # N×C: each image's stored feature
-        negatives = self.memory_bank.sample_negatives()  # K×C
-        (q1,) = self._queries(view1)
-        loss, logits = info_nce_with_queue(q1, positives, negatives, self.temperature)  # N×(1+K)
-        positive_first = torch.zeros(q1.shape[0], dtype=torch.long, device=q1.device)
-        accuracy = contrastive_accuracy(logits, positive_first)
-        stored = q1.detach()
-        if self.symmetric:  # the second view queries the same entries
-            (q2,) = self._queries(view2)
-            loss_2, logits_2 = info_nce_with_queue(q2, positives, negatives, self.temperature)
-            loss = loss + loss_2
-            accuracy = (accuracy + contrastive_accuracy(logits_2, positive_first)) / 2
-            stored = F.normalize(stored + q2.detach(), dim=1)
-        if self.training:
-            self.memory_bank.update_(indices, stored)  # after the loss: this step read the entries as they were
-        return {"loss": loss, "accuracy": accuracy}

@@ -4,20 +4,25 @@
 Negatives are K entries drawn at random from the bank; the positive key of an image is its own stored entry; after
 each step the entries of the step's images are refreshed with the query encoder's features, blended with what was
 stored (a momentum of 0.5, as Wu et al.). The keys of one step thus come from encoders of many different past steps:
-the inconsistency that MoCo's momentum encoder removes.
+the inconsistency that MoCo's momentum encoder removes. No momentum encoder is used.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from mocokit import distributed
+from mocokit.losses import logits_with_queue
+from mocokit.models.dictionaries import Dictionary
 
 
-class MemoryBank(nn.Module):
+class MemoryBank(Dictionary):
     """S×C unit features (a persistent buffer: checkpoints carry the bank), for a dataset of S images."""
+
+    name = "memory_bank"
+    needs_key_encoder = False
+    needs_indices = True
 
     def __init__(self, dataset_size: int, dim: int, negatives: int, momentum: float = 0.5) -> None:
         super().__init__()
@@ -26,10 +31,23 @@ class MemoryBank(nn.Module):
         self.register_buffer("features", F.normalize(torch.randn(dataset_size, dim), dim=1))  # S×C, random at start
         self.negatives = negatives
         self.momentum = momentum
+        self._step_negatives: torch.Tensor | None = None  # K×C drawn for the current step, shared by its queries
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, features) staged for end_step
+
+    def positive_keys(self, model, view1, view2, indices, symmetric):
+        if indices is None:
+            raise ValueError("model.dictionary=memory_bank needs the dataset index of every image: "
+                             "call model(view1, view2, indices=...)")
+        positives = self.positives(indices)  # N×C: each image's stored feature, the positive of both views
+        self._step_negatives = self.sample_negatives()  # K×C
+        return [positives] * (2 if symmetric else 1)
+
+    def logits(self, q, k, temperature):
+        return logits_with_queue(q, k, self._step_negatives, temperature)  # N×(1+K), the positive in column 0
 
     @torch.no_grad()
     def sample_negatives(self) -> torch.Tensor:
-        """K×C entries drawn uniformly with replacement (a new tensor: the update below cannot disturb autograd).
+        """K×C entries drawn uniformly with replacement (a new tensor: the update cannot disturb autograd).
         Drawn from the global RNG, which every process advances alike, so all ranks draw the same entries. As in Wu
         et al., a draw may hit an image of the batch itself (probability about K·N/S per step)."""
         rows = torch.randint(self.features.shape[0], (self.negatives,), device=self.features.device)
@@ -39,6 +57,21 @@ class MemoryBank(nn.Module):
     def positives(self, indices: torch.Tensor) -> torch.Tensor:
         """N×C stored entries of the images `indices` (a new tensor)."""
         return self.features[indices.to(self.features.device)]
+
+    def remember(self, queries, keys, indices) -> None:
+        """Stage the step's query features for its images: q1, or with two views the normalised mean direction."""
+        stored = queries[0].detach()
+        if len(queries) == 2:  # the second view queried the same entries
+            stored = F.normalize(stored + queries[1].detach(), dim=1)
+        self._pending.append((indices, stored))
+
+    def end_step(self) -> None:
+        pending, self._pending = self._pending, []
+        for indices, stored in pending:
+            self.update_(indices, stored)
+
+    def discard_step(self) -> None:
+        self._pending = []
 
     @torch.no_grad()
     def update_(self, indices: torch.Tensor, queries: torch.Tensor) -> None:

@@ -25,9 +25,10 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 def sincos_2d_position_embedding(grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """Fixed 2D sin-cos position embedding for a (rows, cols) patch grid -> (rows·cols)×dim.
 
-    Token t = r·cols + c (timm flattens patches row by row) gets [sin(c·ω), cos(c·ω), sin(r·ω), cos(r·ω)] with
-    ω_i = temperature^(−i/(dim/4)). The official code builds the grid with the axes swapped, which is only harmless
-    on square grids; here rows and columns follow the token order on any grid.
+    Token t = r·cols + c (timm flattens patches row by row) gets [sin(r·ω), cos(r·ω), sin(c·ω), cos(c·ω)] with
+    ω_i = temperature^(−i/(dim/4)): the row terms first, as the official MoCo v3 code on its square grids (it flattens
+    a (w, h) meshgrid, whose slow axis is the row of timm's token order). On a non-square grid the official code
+    swaps the axes; here rows and columns follow the token order on any grid.
     """
     if dim % 4:
         raise ValueError(f"the sin-cos position embedding needs a width divisible by 4, got {dim}")
@@ -39,7 +40,7 @@ def sincos_2d_position_embedding(grid: tuple[int, int], dim: int, temperature: f
     omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # dim/4
     angle_col = col_index.flatten()[:, None] * omega[None, :]  # (rows·cols)×dim/4
     angle_row = row_index.flatten()[:, None] * omega[None, :]
-    embedding = torch.cat([angle_col.sin(), angle_col.cos(), angle_row.sin(), angle_row.cos()], dim=1)
+    embedding = torch.cat([angle_row.sin(), angle_row.cos(), angle_col.sin(), angle_col.cos()], dim=1)
     return embedding.float()
 
 
