@@ -82,6 +82,33 @@ def test_an_interrupted_deterministic_run_resumes_to_the_same_weights(tiny_image
         assert torch.equal(straight[key], resumed[key]), key
 
 
+def test_a_resumed_run_continues_the_step_count_lr_schedule_and_queue_pointer_in_closed_form(tiny_images, tmp_path):
+    """Against closed forms, not against a straight run: the step counter, the cosine lr at every logged step of
+    both processes, and the queue pointer (K = 56 divides neither 3 nor 8 steps of 32 keys)."""
+    run, extra = tmp_path / "run", ["model.queue_size=56", "run.log_every_steps=1", "monitor.knn_every_epochs=0"]
+    first = pretrain(tiny_config(tiny_images, run, *extra, "train.stop_at_step=3"), echo=lambda _m: None)
+    cfg = tiny_config(tiny_images, run, *extra)
+    keys_per_step = (2 if cfg.model.symmetric else 1) * cfg.train.batch_size
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert not first.completed and saved["step"] == 3 and int(saved["model"]["queue.ptr"]) == 3 * keys_per_step % 56
+    second = pretrain(cfg, echo=lambda _m: None)
+    assert second.completed and second.steps_done == 8
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert saved["step"] == 8 and saved["epoch"] == 2
+    assert int(saved["model"]["queue.ptr"]) == 8 * keys_per_step % 56  # 32; a restarted pointer would say 48
+
+    # lr of step s (1-based; it ran as step s-1 of 8): linear scaling, then a half-cosine to 0, no warm-up
+    assert cfg.optim.schedule == "cosine" and cfg.optim.warmup_epochs == 0 and cfg.optim.scale_lr
+    peak = cfg.optim.lr * cfg.train.batch_size / 256
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, 9))  # the resumed process goes on from 4, not from 1
+    for r in steps:
+        expected = peak * 0.5 * (1 + math.cos(math.pi * (r["step"] - 1) / 8))
+        assert r["lr"] == pytest.approx(expected, rel=1e-9), r["step"]
+        assert r["momentum"] == pytest.approx(cfg.model.momentum)  # v2: constant
+
+
 def test_v3_preset_trains_with_lars_and_the_momentum_schedule(tiny_images, tmp_path):
     cfg = tiny_config(tiny_images, tmp_path / "v3", "model.hidden_dim=64", "model.dim=32", "model.bn_splits=1",
                       preset="v3-cifar10")
