@@ -29,7 +29,7 @@ class PlainMoCo(nn.Module):
         self.T = moco.temperature
         self.symmetric = moco.symmetric
         self.shuffle_bn = moco.shuffle_bn
-        if moco.queue is not None:
+        if moco.dictionary.name == "queue":
             self.register_buffer("queue", moco.queue.keys.clone())  # K×C
             self.ptr = int(moco.queue.ptr)
         else:

@@ -152,6 +152,7 @@ def step_flops(workload: Workload) -> int:
 
     def step() -> None:
         model(x, x.clone(), momentum=cfg.model.momentum)["loss"].backward()
+        model.end_step()
 
     return count_flops(step)
 
