@@ -244,3 +244,46 @@ def test_a_v3_step_equals_the_hand_computed_symmetric_loss_after_the_momentum_up
     reference_side = [*reference.encoder.parameters(), *reference.predictor.parameters()]
     for (name, a), b in zip(query_side, reference_side):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-12, msg=name)
+
+
+def _share_backbone_call_on_cpu(model):
+    """Both views through the backbone in one call on the CPU too (by default only on GPUs, where it pays)."""
+    if hasattr(model, "share_backbone_call"):
+        model.share_backbone_call = True
+    else:  # before the refactor
+        model.batch_views_on = ("cpu",)
+
+
+def _per_image_features(encoder, x):
+    """encoder's backbone on one image at a time: N×D, the reference for any batching of images."""
+    backbone = encoder.backbone
+    return torch.cat([backbone(x[i : i + 1]) for i in range(x.shape[0])])
+
+
+def test_views_sharing_one_backbone_call_equal_a_per_image_loop_through_the_backbone():
+    model = build_model(CONFIGS["v3-vit"]).double().train()
+    _share_backbone_call_on_cpu(model)
+    reference = copy.deepcopy(model)
+    backbone_batches, head_inputs = [], []
+    for encoder in (model.encoder, model.momentum_encoder):
+        encoder.backbone.register_forward_hook(lambda _m, args, _out: backbone_batches.append(args[0].shape[0]))
+        encoder.head.register_forward_pre_hook(lambda _m, args: head_inputs.append(args[0].detach().clone()))
+    x1, x2 = (x.double() for x in views(n=6))
+    out = model(x1, x2, momentum=0.9)
+    assert backbone_batches == [12, 12]  # one call of both views per encoder: the path under test was taken
+
+    _slow_momentum_update(reference.momentum_encoder, reference.encoder, 0.9)
+    with torch.no_grad():
+        expected_heads = [_per_image_features(encoder, x) for encoder in (reference.encoder, reference.momentum_encoder)
+                          for x in (x1, x2)]  # query view 1, view 2, then key view 1, view 2
+    assert len(head_inputs) == 4
+    for got, want in zip(head_inputs, expected_heads):  # each view's features reach the head in its own order
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+    q1, q2 = (F.normalize(reference.predictor(reference.encoder.head(_per_image_features(reference.encoder, x))),
+                          dim=1) for x in (x1, x2))
+    with torch.no_grad():
+        k1, k2 = (F.normalize(reference.momentum_encoder.head(_per_image_features(reference.momentum_encoder, x)),
+                              dim=1) for x in (x1, x2))
+    temperature = CONFIGS["v3-vit"].temperature
+    expected = _ctr(q1, k2, temperature) + _ctr(q2, k1, temperature)
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-9, atol=1e-10)
