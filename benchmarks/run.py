@@ -139,7 +139,7 @@ def build_variant(name: str, workload: Workload, device: torch.device, dtype: to
     runner = StepRunner(moco, build_optimizer(moco, cfg.optim, lr), device, autocast,
                         channels_last=cfg.train.channels_last, compile=compile,
                         on_compiled=variant.compile_seconds.append)
-    variant.step = lambda: runner((x1, x2), lr, momentum())["loss"]
+    variant.step = lambda: runner((x1, x2), lr, momentum()).loss
     return variant
 
 

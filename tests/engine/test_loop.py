@@ -34,10 +34,10 @@ def step_change(grad_clip):
 def test_grad_clip_bounds_the_update_and_the_logged_norm_is_the_raw_one():
     unclipped, out = step_change(None)
     assert unclipped == 0.5 * 100 * 4  # lr × ‖grad‖ = 0.5 × 100·sqrt(16)
-    assert float(out["grad_norm"]["weight"]) == 400.0
+    assert float(out.grad_norm["weight"]) == 400.0
     clipped, out = step_change(1.0)
     assert abs(clipped - 0.5) < 1e-5  # lr × clip
-    assert float(out["grad_norm"]["weight"]) == 400.0  # measured before clipping: spikes stay visible
+    assert float(out.grad_norm["weight"]) == 400.0  # measured before clipping: spikes stay visible
 
 
 def test_the_watched_first_layer_is_the_patch_projection_of_a_vit_or_the_first_conv_of_a_resnet():

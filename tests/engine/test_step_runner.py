@@ -70,7 +70,7 @@ def test_the_compiled_step_is_one_graph_for_every_momentum_and_matches_the_eager
         expected = eager(batch, lr=0.1, momentum=m, **extra)
         torch.manual_seed(step)
         out = compiled(batch, lr=0.1, momentum=m, **extra)
-        torch.testing.assert_close(out["loss"], expected["loss"])
+        torch.testing.assert_close(out.loss, expected.loss)
         assert getattr(compiled_model.dictionary, "_pending", []) == []  # end_step wrote what the step staged
     assert len(graphs) == 1  # no graph break, and no recompilation for a new m or after the first dictionary write
     assert len(compile_times) == 1 and compile_times[0] > 0

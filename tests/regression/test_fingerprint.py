@@ -78,13 +78,9 @@ def train_steps(name: str, dtype: torch.dtype, prepare=None) -> tuple[list[float
         lr = learning_rate_at(step, 1, 10, peak_lr, cfg.optim)
         m = momentum_at(step, 10, cfg.model)
         result = run_step(views, lr, m, indices=indices if run_step.needs_indices else None)
-        losses.append(float(_field(result, "loss")))
-        accuracies.append(float(_field(result, "accuracy")))
+        losses.append(float(result.loss))
+        accuracies.append(float(result.accuracy))
     return losses, accuracies, model
-
-
-def _field(result, name: str):
-    return result[name] if isinstance(result, dict) else getattr(result, name)
 
 
 def _no_autocast():

@@ -6,7 +6,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -16,6 +16,17 @@ from mocokit import distributed
 from mocokit.errors import NonFiniteLoss
 from mocokit.models.moco import MoCo
 from mocokit.training.faults import fault_point
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step's outcome, as device tensors (reading them back is the caller's choice: it costs a sync)."""
+
+    loss: torch.Tensor  # 0-dim, detached
+    accuracy: torch.Tensor  # 0-dim instance-discrimination top-1
+    finite: torch.Tensor  # 0-dim bool: the loss and (without a loss scaler) every gradient were finite
+    skipped: bool = False  # train.on_nonfinite=skip: the update was not applied, nothing reached the dictionary
+    grad_norm: dict[str, torch.Tensor] | None = None  # the watched parameters' gradient norms, when measured
 
 
 @dataclass
@@ -66,7 +77,7 @@ class StepRunner:
         return view1, view2
 
     def __call__(self, batch_views: Any, lr: float, momentum: float, measure_grads: bool = False,
-                 indices: torch.Tensor | None = None) -> dict:
+                 indices: torch.Tensor | None = None) -> StepResult:
         started = time.perf_counter()
         view1, view2 = self.views(batch_views)
         for group in self.optimizer.param_groups:
@@ -88,18 +99,18 @@ class StepRunner:
         finite = torch.isfinite(loss.detach())
         if self.scaler is None:
             finite = finite & gradients_finite(self._trained_params)
-        result = {"loss": loss.detach(), "accuracy": out["accuracy"], "finite": finite}
+        result = StepResult(loss.detach(), out["accuracy"], finite)
         if self.skip_nonfinite and not all_ranks_true(finite):
             self.optimizer.zero_grad(set_to_none=True)
             self.moco.discard_step()  # nothing of a step that is not applied reaches the queue or memory bank
             if self.scaler is not None:
                 self.scaler.update()  # closes this step for the scaler (it lowers its scale when it saw infinities)
-            return {**result, "skipped": True}
+            return replace(result, skipped=True)
         if measure_grads:
-            result["grad_norm"] = {
+            result = replace(result, grad_norm={
                 name: torch.linalg.vector_norm(p.grad.detach()) if p.grad is not None else torch.zeros(())
                 for name, p in self.watched.items()
-            }
+            })
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self._trained_params, self.grad_clip)
         if self.scaler is not None:
@@ -214,17 +225,17 @@ def train_one_epoch(
         lr, m = lr_at(step - 1), momentum_at(step - 1)
         result = run_step(views, lr, m, measure_grads=measure, indices=indices if run_step.needs_indices else None)
         fault_point("step")
-        loss = result["loss"].float()
+        loss = result.loss.float()
         if loss_sum.device != loss.device:
             loss_sum, accuracy_sum, first_bad_step = (t.to(loss.device) for t in (loss_sum, accuracy_sum,
                                                                                   first_bad_step))
-        if result.get("skipped", False):
+        if result.skipped:
             skipped += 1
             _check_skipped_step(run_step.model, step)
         else:
             loss_sum += loss
-            accuracy_sum += result["accuracy"]
-            bad = (~result.get("finite", torch.isfinite(loss))) & (first_bad_step == 0)
+            accuracy_sum += result.accuracy
+            bad = (~result.finite) & (first_bad_step == 0)
             first_bad_step = torch.where(bad, torch.full_like(first_bad_step, step), first_bad_step)
         window_images += len(indices)
         if progress is not None:
@@ -235,13 +246,13 @@ def train_one_epoch(
             now = time.perf_counter()
             record = {
                 "loss": distributed.all_reduce_mean(loss).item(),  # over all processes' batches
-                "accuracy": distributed.all_reduce_mean(result["accuracy"]).item(),
+                "accuracy": distributed.all_reduce_mean(result.accuracy).item(),
                 "lr": lr,
                 "momentum": m,
                 "images_per_s": window_images / max(now - window_start, 1e-9),
             }
-            if "grad_norm" in result:
-                record["grad_norm"] = {name: value.item() for name, value in result["grad_norm"].items()}
+            if result.grad_norm is not None:
+                record["grad_norm"] = {name: value.item() for name, value in result.grad_norm.items()}
             on_log(step, record)
             if progress is not None:
                 progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
