@@ -1,6 +1,8 @@
 import json
 import math
+import re
 
+import pytest
 from PIL import Image
 
 from mocokit.reporting import METRICS_FILE, MetricsWriter, write_plots
@@ -55,3 +57,47 @@ def test_empty_or_missing_metrics_draw_nothing(tmp_path):
     assert write_plots(tmp_path) == []
     (tmp_path / METRICS_FILE).write_text("")
     assert write_plots(tmp_path) == []
+
+
+def _few_steps(step_record, count: int) -> dict:
+    return {"step": [step_record(step) for step in range(1, count + 1)]}
+
+
+def test_a_short_run_plots_its_few_steps_as_points_and_says_spikes_cannot_be_judged(step_record):
+    from mocokit.reporting.plots import grad_norms_figure, lr_momentum_figure
+
+    for count in (1, 2, 3):
+        metrics = _few_steps(step_record, count)
+        lr_ax, momentum_ax = lr_momentum_figure(metrics).axes[:2]
+        for ax, key in ((lr_ax, "lr"), (momentum_ax, "momentum")):
+            (line,) = ax.get_lines()
+            assert line.get_marker() == "o"  # a lone point is visible, not a zero-length line
+            assert list(line.get_xdata()) == list(range(1, count + 1))
+            expected = [record[key] for record in metrics["step"]]
+            power = re.search(r"×1e(-?\d+)", ax.get_ylabel())  # the lr axis carries its power of ten in its label
+            scale = 10.0 ** int(power.group(1)) if power else 1.0
+            assert [float(y) * scale for y in line.get_ydata()] == pytest.approx(expected)
+        (ax,) = grad_norms_figure(metrics).axes[:1]
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines] == ["patch_embed.proj", "head.fc"]
+        assert all(line.get_marker() == "o" and len(line.get_xdata()) == count for line in lines)
+        assert "too few steps to judge spikes" in ax.get_title() and "no spikes" not in ax.get_title()
+
+
+def test_a_long_run_draws_lines_and_judges_spikes(step_record):
+    from mocokit.reporting.plots import FEW_POINTS, grad_norms_figure
+
+    ax = grad_norms_figure(_few_steps(step_record, FEW_POINTS + 5)).axes[0]
+    assert "(no spikes)" in ax.get_title()
+    assert all(line.get_marker() in ("None", None, "") for line in ax.get_lines())
+
+
+def test_no_logged_step_gives_no_figure_and_the_report_says_not_enough_steps(tmp_path):
+    from mocokit.reporting import write_report
+    from mocokit.reporting.plots import grad_norms_figure, lr_momentum_figure
+
+    assert lr_momentum_figure({}) is None and grad_norms_figure({"step": []}) is None
+    with MetricsWriter(tmp_path, tensorboard=False) as writer:  # an epoch record, but no step logged
+        writer.log({"kind": "epoch", "epoch": 1, "step": 1, "loss": 3.0, "accuracy": 0.5})
+    page = write_report(tmp_path).read_text()
+    assert page.count("Not enough steps") >= 2

@@ -31,6 +31,8 @@ STYLE = {  # applied while drawing (matplotlib.rc_context), so the user's own rc
 SPIKE_WINDOW, SPIKE_FACTOR = 20, 5.0  # a gradient norm > 5× the median of the previous 20 logged values
 DIP_WINDOW, DIP_FACTOR = 3, 1.05  # a kNN top-1 more than ~5% below the median of the previous 3 measurements
 MAX_CYCLE_COLOURS = 10  # more layers than this: colours from a colormap instead of the default cycle
+FEW_POINTS = 30  # a curve with at most this many points also gets markers: one or two points draw no visible line
+SPIKE_HISTORY = 3  # `find_spikes`' min_history: a point needs this many earlier ones before it can be a spike
 
 
 def _number(value: Any) -> float:
@@ -92,6 +94,11 @@ def _add_epoch_axis(ax: Axes, steps_per_epoch: float | None) -> None:
         top.set_xlabel("epoch")
 
 
+def _line_style(points: int) -> dict[str, Any]:
+    """Keyword arguments for `Axes.plot` of a curve with `points` values: markers when there are few."""
+    return {"marker": "o", "markersize": 4} if points <= FEW_POINTS else {}
+
+
 def _new_figure(rows: int, width: float = 10.0, row_height: float = 3.6) -> tuple[Figure, list[Axes]]:
     figure = Figure(figsize=(width, row_height * rows + 0.6), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
@@ -148,26 +155,35 @@ def plot_loss(metrics: Metrics, figure_path: Path) -> bool:
     return True
 
 
-def plot_lr_momentum(metrics: Metrics, figure_path: Path) -> bool:
-    """lr_momentum.png: the learning rate and the key encoder's momentum per logged step. Returns False when
-    neither was logged."""
+def lr_momentum_figure(metrics: Metrics) -> Figure | None:
+    """The figure of `plot_lr_momentum`, or None when neither the lr nor the momentum was logged. A few logged
+    steps are drawn as points (a single step is otherwise an invisible line)."""
     steps = metrics.get("step", [])
     xs, lr = _column(steps, "lr")
     _, momentum = _column(steps, "momentum")
     if not _has_finite(lr) and not _has_finite(momentum):
-        return False
+        return None
     figure, (lr_ax, momentum_ax) = _new_figure(2, row_height=3.0)
     finite_lr = [abs(v) for v in _drawable(lr) if math.isfinite(v) and v != 0]
     # the power of ten goes into the label: matplotlib's offset text would collide with the epoch axis
     exponent = math.floor(math.log10(max(finite_lr))) if finite_lr else 0
     exponent = exponent if abs(exponent) >= 3 else 0
-    lr_ax.plot(xs, _drawable(lr, scale=10.0 ** -exponent), color="C0", linewidth=1.5)
+    lr_ax.plot(xs, _drawable(lr, scale=10.0 ** -exponent), color="C0", linewidth=1.5, **_line_style(len(xs)))
     lr_ax.set(title="Learning rate", ylabel=f"lr (×1e{exponent})" if exponent else "lr")
-    momentum_ax.plot(xs, _drawable(momentum), color="C2", linewidth=1.5)
+    momentum_ax.plot(xs, _drawable(momentum), color="C2", linewidth=1.5, **_line_style(len(xs)))
     momentum_ax.ticklabel_format(axis="y", useOffset=False)
     momentum_ax.set(title="Key-encoder momentum m (EMA: θk ← m·θk + (1−m)·θq)", ylabel="m",
                     xlabel="global step")
     _add_epoch_axis(lr_ax, _steps_per_epoch(metrics))
+    return figure
+
+
+def plot_lr_momentum(metrics: Metrics, figure_path: Path) -> bool:
+    """lr_momentum.png: the learning rate and the key encoder's momentum per logged step. Returns False when
+    neither was logged."""
+    figure = lr_momentum_figure(metrics)
+    if figure is None:
+        return False
     figure.savefig(figure_path)
     return True
 
@@ -218,20 +234,20 @@ def _layer_names(steps: list[dict[str, Any]]) -> list[str]:
     return list(names)
 
 
-def plot_grad_norms(metrics: Metrics, figure_path: Path) -> bool:
-    """grad_norms.png: the gradient norm of each watched layer per logged step on a log axis; spikes
-    (`find_spikes`: > SPIKE_FACTOR × the rolling median) circled in red, non-finite norms as red crosses along
-    the top edge. Returns False when no gradient norm was logged."""
+def grad_norms_figure(metrics: Metrics) -> Figure | None:
+    """The figure of `plot_grad_norms`, or None when no gradient norm was logged. A few logged steps are drawn as
+    points; when no layer has enough earlier points for a spike to be judged, the title says so instead of
+    "no spikes"."""
     steps = metrics.get("step", [])
     layers = _layer_names(steps)
     if not layers:
-        return False
+        return None
     figure, (ax,) = _new_figure(1, width=11, row_height=4.8)
     colours: Callable[[int], Any] = (
         (lambda i: f"C{i}") if len(layers) <= MAX_CYCLE_COLOURS
         else (lambda i: matplotlib.colormaps["viridis"](i / (len(layers) - 1)))
     )
-    spike_count, spikes_labelled, nonfinite_labelled = 0, False, False
+    spike_count, spikes_labelled, nonfinite_labelled, judged = 0, False, False, False
     for i, layer in enumerate(layers):
         xs, norms = [], []
         for record in steps:
@@ -240,8 +256,10 @@ def plot_grad_norms(metrics: Metrics, figure_path: Path) -> bool:
                 xs.append(step)
                 norms.append(_logged(values.get(layer)))
         drawable = _drawable(norms, positive=True)  # log axis: positive finite values only
-        ax.plot(xs, drawable, color=colours(i), linewidth=1.2, label=layer)
-        spikes = [j for j in find_spikes(norms, window=SPIKE_WINDOW, factor=SPIKE_FACTOR) if drawable[j] > 0]
+        ax.plot(xs, drawable, color=colours(i), linewidth=1.2, label=layer, **_line_style(len(xs)))
+        judged = judged or sum(v is not None and math.isfinite(v) for v in norms) > SPIKE_HISTORY
+        spikes = [j for j in find_spikes(norms, window=SPIKE_WINDOW, factor=SPIKE_FACTOR,
+                                         min_history=SPIKE_HISTORY) if drawable[j] > 0]
         spike_count += len(spikes)
         if spikes:
             ax.scatter([xs[j] for j in spikes], [drawable[j] for j in spikes], s=90, facecolors="none",
@@ -256,7 +274,8 @@ def plot_grad_norms(metrics: Metrics, figure_path: Path) -> bool:
             nonfinite_labelled = True
     ax.set_yscale("log")
     plural = "s" if spike_count > 1 else ""
-    spikes_text = f"{spike_count} spike{plural} marked" if spike_count else "no spikes"
+    spikes_text = (f"{spike_count} spike{plural} marked" if spike_count else "no spikes" if judged
+                   else f"too few steps to judge spikes: each needs {SPIKE_HISTORY} before it")
     ax.set(title=f"Gradient norm per layer ({spikes_text})",
            xlabel="global step", ylabel="‖∇‖₂ (log scale)")
     _add_epoch_axis(ax, _steps_per_epoch(metrics))
@@ -266,6 +285,16 @@ def plot_grad_norms(metrics: Metrics, figure_path: Path) -> bool:
     ax.legend([handles[k] for k in order], [labels[k] for k in order], loc="upper left" if many else "best",
               bbox_to_anchor=(1.01, 1.0) if many else None, ncol=2 if len(layers) > 20 else 1,
               fontsize=8 if many else None)
+    return figure
+
+
+def plot_grad_norms(metrics: Metrics, figure_path: Path) -> bool:
+    """grad_norms.png: the gradient norm of each watched layer per logged step on a log axis; spikes
+    (`find_spikes`: > SPIKE_FACTOR × the rolling median) circled in red, non-finite norms as red crosses along
+    the top edge. Returns False when no gradient norm was logged."""
+    figure = grad_norms_figure(metrics)
+    if figure is None:
+        return False
     figure.savefig(figure_path)
     return True
 

@@ -42,9 +42,10 @@ CAPTIONS = {  # plot file -> (heading, what to look for)
 MISSING_PLOT = {  # plot file -> why it may be absent
     "knn.png": ("No kNN accuracy measured yet (no epoch finished, monitor.knn_every_epochs = 0, or the "
                 "dataset has no labelled test split)."),
-    "grad_norms.png": "No gradient norms logged.",
-    "loss.png": "No loss logged yet.",
-    "lr_momentum.png": "No learning rate or momentum logged yet.",
+    "grad_norms.png": ("Not enough steps: no gradient norm logged yet (they are measured every "
+                       "run.log_every_steps steps)."),
+    "loss.png": "Not enough steps: no loss logged yet.",
+    "lr_momentum.png": "Not enough steps: no learning rate or momentum logged yet.",
 }
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1f2328;
