@@ -31,12 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mocokit.training.process import configure_process
+    from mocokit.training.process import configure_process, one_line_warnings
 
     args = build_parser().parse_args(argv)
     configure_process()  # settings for the whole process: here, never inside the library (training/process.py)
     try:
-        return args.handler(args)
+        with one_line_warnings():  # `mocokit: warning: ...`, one line each, and the count of unreadable images
+            return args.handler(args)
     except Exception as error:
         status = _report(error)
         if status is None:

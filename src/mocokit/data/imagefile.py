@@ -12,6 +12,7 @@ limit, and its warnings are silenced here, so the limit is checked explicitly.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -33,6 +34,7 @@ IMAGE_EXTENSIONS = (
     ".pnm",
 )
 
+_IN_MEMORY_FILE = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 _TRANSPARENT_BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white
 
 
@@ -59,7 +61,9 @@ def decode_rgb(data: bytes) -> Image.Image:
     except UnreadableImage:
         raise
     except Exception as error:  # PIL raises many types on malformed input (OSError, SyntaxError, struct.error, ...)
-        raise UnreadableImage(f"{type(error).__name__}: {error}") from None
+        # PIL names the in-memory file (`<_io.BytesIO object at 0x...>`), which says nothing to the user
+        reason = _IN_MEMORY_FILE.sub("", str(error)).strip()
+        raise UnreadableImage(f"{type(error).__name__}: {reason}") from None
 
 
 def _refuse_bombs(image: Image.Image) -> None:

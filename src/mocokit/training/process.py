@@ -7,9 +7,13 @@ This module imports nothing heavy at import time: the `mocokit` command calls it
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import random
 import sys
+import warnings
+from collections.abc import Iterator
 
 from mocokit.training.cpu_memory import reuse_freed_memory
 
@@ -51,3 +55,40 @@ def draw_off_screen() -> None:
         sys.modules["matplotlib"].use("Agg")
     else:
         os.environ["MPLBACKEND"] = "Agg"
+
+
+WARNING_PREFIX = "mocokit: warning: "
+# The per-image warning of mocokit.data (robust.py, memory.py); matched by name so that no heavy module is imported.
+UNREADABLE_WARNING, UNREADABLE_PREFIX = "UnreadableImageWarning", "skipping unreadable image "
+
+
+@contextlib.contextmanager
+def one_line_warnings(stream=None) -> Iterator[None]:
+    """While inside: every Python warning is printed as one line `mocokit: warning: <message>` (no file name, no
+    source line, no category), each distinct message once; at the end, when images were skipped as unreadable, one
+    line with their count. DataLoader workers forked inside count into the same total. The previous
+    `warnings.showwarning` is restored on exit. For the command line (`cli.main`); a library leaves warnings to
+    its caller."""
+    seen: set[str] = set()
+    skipped = multiprocessing.Value("i", 0)  # shared memory: forked DataLoader workers add to the same count
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())  # one line, whatever the message holds
+        if text in seen:
+            return
+        seen.add(text)
+        if category.__name__ == UNREADABLE_WARNING and text.startswith(UNREADABLE_PREFIX):
+            with skipped.get_lock():
+                skipped.value += 1
+        print(WARNING_PREFIX + text, file=stream or sys.stderr, flush=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+        if skipped.value:
+            images = "image was" if skipped.value == 1 else "images were"
+            print(f"{WARNING_PREFIX}{skipped.value} unreadable {images} skipped in all (each named above); fix or "
+                  "delete those files", file=stream or sys.stderr, flush=True)

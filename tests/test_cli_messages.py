@@ -1,0 +1,55 @@
+"""What the `mocokit` command prints on the way (issue 17): warnings as one clean line each with a count of the
+unreadable images, Ctrl-C messages that say only what is true, usage lines that say what is required."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mocokit.cli import main
+
+TINY = ["model.width=0.125", "model.queue_size=32", "model.bn_splits=2", "train.batch_size=8", "train.epochs=1",
+        "data.num_workers=0", "run.log_every_steps=1", "run.tensorboard=false", "run.progress=false",
+        "monitor.knn_k=5", "train.threads=1"]
+
+
+def image_folder(root: Path, classes: int = 3, per_class: int = 8, corrupt: tuple[str, ...] = ()) -> Path:
+    """root/{train,test}/class<c>/<n>.png (32 px, class-dependent colours); the files named in `corrupt`
+    (relative paths) are overwritten with bytes that are no image."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", max(per_class // 4, 2))):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            base = rng.integers(0, 256, size=3)
+            for n in range(count):
+                pixels = np.clip(base + rng.normal(0, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{n}.png")
+    for name in corrupt:
+        (root / name).write_bytes(b"these bytes are not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder_with_corrupt_images(tmp_path_factory) -> Path:
+    return image_folder(tmp_path_factory.mktemp("images"), corrupt=("train/class0/0.png", "test/class1/1.png"))
+
+
+def _warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if "warning" in line.lower()]
+
+
+def test_warnings_are_one_clean_line_each_with_a_count_of_unreadable_images(folder_with_corrupt_images, tmp_path,
+                                                                              capsys):
+    assert main(["pretrain", "v2-cifar10", *TINY, f"data.path={folder_with_corrupt_images}",
+                 f"run.dir={tmp_path / 'run'}", "data.max_bad_fraction=0.2"]) == 0
+    lines = _warnings(capsys.readouterr().err)
+    assert lines and all(line.startswith("mocokit: warning: ") for line in lines), lines
+    assert not any("BytesIO" in line or ".py:" in line or "UserWarning" in line for line in lines), lines
+    for name in ("train/class0/0.png", "test/class1/1.png"):  # the training data and the kNN bank read it: once
+        assert sum(f"skipping unreadable image '{name}'" in line for line in lines) == 1, lines
+    queue = [line for line in lines if "model.queue_size=32 is not smaller than the dataset" in line]
+    assert len(queue) == 1
+    assert lines[-1] == ("mocokit: warning: 2 unreadable images were skipped in all (each named above); fix or "
+                         "delete those files")
