@@ -40,3 +40,32 @@ def mocokit_cli(monkeypatch):
 
     monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, *(c for c in (export, embed) if c not in cli.COMMANDS)])
     return lambda *argv: cli.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """A run of the `demo` preset as the README starts it, its model unchanged, on a generated 10-class image folder
+    (6 train and 3 test images per class, noisy enough that kNN accuracies depend on the weights; data.path
+    substituted) for two epochs of 3 steps: with the kNN monitor and its random-init baseline, and both
+    checkpoints/last.pt and previous.pt. Copy it before damaging it."""
+    import numpy as np
+    from PIL import Image
+
+    from mocokit.engine.pretrain import pretrain
+    from mocokit.training.run_config import load_config
+
+    root = tmp_path_factory.mktemp("demo-run")
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, size=(10, 3))
+    for split, count in (("train", 6), ("test", 3)):
+        for c, colour in enumerate(colours):
+            folder = root / "images" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for n in range(count):
+                pixels = np.clip(colour + rng.normal(0, 100, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{n}.png")
+    cfg = load_config("demo", [f"data.path={root / 'images'}", f"run.dir={root / 'runs' / 'demo'}", "train.epochs=2",
+                               "train.batch_size=16", "train.threads=1", "run.tensorboard=false",
+                               "run.progress=false"])
+    assert pretrain(cfg, echo=lambda _message: None).completed
+    return root / "runs" / "demo"

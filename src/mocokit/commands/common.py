@@ -64,26 +64,45 @@ def add_protocol_argument(parser: argparse.ArgumentParser, default: str) -> None
 
 def add_random_init_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-init", default=None, metavar="CONFIG",
-                        help="also evaluate CONFIG's network (a preset name or YAML file, with the same overrides) "
-                             "at random initialisation: the baseline pretraining must beat")
+                        help="also evaluate CONFIG's network (a preset name or YAML file; its model section, on the "
+                             "run's data and train.seed) at random initialisation, with the weights a pretraining "
+                             "run starts from: the baseline pretraining must beat")
 
 
 def finish_evaluation(session, name: str, record: dict, as_json: bool) -> None:
     """Save `record` to RUN/eval/<name>.json, then print it as the last line when --json was given."""
-    record = {**record, "result_file": str(session.output_dir / f"{name}.json")}
-    session.save_result(name, record)
+    record = save_evaluation(session, name, record)
     if as_json:
         print_json(record)
 
 
-def compare_with_random_init(args: argparse.Namespace, session, evaluate, result, record: dict) -> None:
-    """With --random-init CONFIG: run `evaluate` on the same network at random initialisation, print the gain of
-    pretraining and add the baseline's top-1/top-5/seconds to `record`."""
+def save_evaluation(session, name: str, record: dict) -> dict:
+    """Write `record`, with the path it is written to, as RUN/eval/<name>.json; returns what was written."""
+    record = {**record, "result_file": str(session.output_dir / f"{name}.json")}
+    session.save_result(name, record)
+    return record
+
+
+def open_random_init(args: argparse.Namespace, session):
+    """With --random-init CONFIG: the evaluation session of the baseline (`random_init_session`: CONFIG's network
+    on the run's data, initialised as pretraining initialises it), opened before the pretrained evaluation so that a
+    CONFIG that cannot be used stops the command before any work. None without --random-init."""
     if not args.random_init:
-        return
+        return None
     from mocokit.evaluation.session import random_init_session
 
-    baseline = evaluate(random_init_session(session, args.random_init, args.overrides))
-    print(f"random init ({args.random_init}): top-1 {baseline.top1:.4f}, top-5 {baseline.top5:.4f} "
-          f"({100 * (result.top1 - baseline.top1):+.1f} points for pretraining)")
-    record.update(random_init_top1=baseline.top1, random_init_top5=baseline.top5, random_init_seconds=baseline.seconds)
+    return random_init_session(session, args.random_init)
+
+
+def compare_with_random_init(args: argparse.Namespace, baseline, evaluate, result, session, name: str,
+                             record: dict) -> None:
+    """With a baseline session (`open_random_init`): save the pretrained `record` as RUN/eval/<name>.json first (it
+    is kept if the baseline fails), run `evaluate` on the baseline, print the gain of pretraining and add the
+    baseline's top-1/top-5/seconds to `record`."""
+    if baseline is None:
+        return
+    save_evaluation(session, name, record)
+    measured = evaluate(baseline)
+    print(f"random init ({args.random_init}): top-1 {measured.top1:.4f}, top-5 {measured.top5:.4f} "
+          f"({100 * (result.top1 - measured.top1):+.1f} points for pretraining)")
+    record.update(random_init_top1=measured.top1, random_init_top5=measured.top5, random_init_seconds=measured.seconds)

@@ -13,6 +13,7 @@ from mocokit.commands.common import (
     compare_with_random_init,
     finish_evaluation,
     late_options,
+    open_random_init,
 )
 
 
@@ -24,13 +25,14 @@ def run(args: argparse.Namespace) -> int:
     args = late_options(args)
 
     session = open_session(args.run, args.overrides, protocol=args.protocol)
+    baseline = open_random_init(args, session)
     configure_process(threads=session.encoder.config.train.threads)  # the run's train.threads
     result = knn_evaluation(session)
     print(f"kNN (k={result.k}, τ={result.temperature}; {result.bank_images} bank, {result.query_images} query "
           f"images): top-1 {result.top1:.4f}, top-5 {result.top5:.4f}"
           f" [{'cached features' if result.cached else 'features extracted'}, {result.seconds:.1f}s]")
     record = {"command": "knn", **session.describe(), **asdict(result)}
-    compare_with_random_init(args, session, knn_evaluation, result, record)
+    compare_with_random_init(args, baseline, knn_evaluation, result, session, "knn", record)
     finish_evaluation(session, "knn", record, args.json)
     return 0
 

@@ -13,6 +13,7 @@ from mocokit.commands.common import (
     compare_with_random_init,
     finish_evaluation,
     late_options,
+    open_random_init,
 )
 
 
@@ -30,12 +31,13 @@ def run(args: argparse.Namespace) -> int:
         return [default_linear_protocol(encoder.config.model.version, encoder.is_vit, on_gpu)]
 
     session = open_session(args.run, args.overrides, protocol=args.protocol, default_protocols=official_or_fast)
+    baseline = open_random_init(args, session)
     configure_process(threads=session.encoder.config.train.threads)  # the run's train.threads
     result = linear_probe(session)
     print(f"linear probe ({result.mode}): top-1 {result.top1:.4f}, top-5 {result.top5:.4f} "
           f"[{result.seconds:.1f}s; every backbone tensor unchanged]")
     record = {"command": "linear", **session.describe(), **asdict(result)}
-    compare_with_random_init(args, session, linear_probe, result, record)
+    compare_with_random_init(args, baseline, linear_probe, result, session, f"linear-{result.mode}", record)
     finish_evaluation(session, f"linear-{result.mode}", record, args.json)
     return 0
 

@@ -31,7 +31,6 @@ from mocokit.engine.loop import (
 )
 from mocokit.engine.monitor import KnnMonitor
 from mocokit.errors import ConfigError
-from mocokit.models import build_model
 from mocokit.reporting import MetricsWriter, write_report
 from mocokit.training.checkpoint import (
     LAST,
@@ -42,6 +41,7 @@ from mocokit.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from mocokit.training.initial import initial_model
 from mocokit.training.interrupt import GracefulStop, StopAgreement
 from mocokit.training.launch import data_parallel, process_group_from_environment
 from mocokit.training.lock import RunLock
@@ -150,7 +150,8 @@ class Pretraining:
 
     def _setup_model(self) -> None:
         cfg = self.cfg
-        self.model = build_model(cfg, dataset_size=len(self.train_set)).to(self.device)
+        # the weights of train.seed, whatever the data loading drew from the global generator before
+        self.model = initial_model(cfg, dataset_size=len(self.train_set)).to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.peak_lr = scaled_learning_rate(cfg.optim, cfg.train.batch_size)

@@ -29,7 +29,7 @@ PROTOCOL_DIR = PRESET_DIR / "eval"
 
 @dataclass
 class EvalSettings:
-    seed: int = 0  # seeds subsets (label fractions, test subsets), head initialisation, shuffling, random init
+    seed: int = 0  # seeds subsets (label fractions, test subsets), head initialisation, shuffling
     batch_size: int = 256  # batch of feature extraction and of test-set evaluation
     test_images: int | None = None  # evaluate on a seeded subset of at most this many test images (None: all)
     cache: bool = True  # cache extracted features next to the run (RUN/cache/); false: always extract

@@ -6,13 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from mocokit.evaluation.pretrained import load_pretrained
 from mocokit.models import build_model
 from mocokit.models.backbones import is_vit
-from mocokit.training.run_config import Config, load_config
+from mocokit.training.initial import initial_model
+from mocokit.training.run_config import Config
 from mocokit.training.rundir import CHECKPOINTS
 
 
@@ -49,12 +49,10 @@ def pretrained_encoder(run_or_checkpoint: str | Path, overrides: list[str]) -> E
     return Encoder("pretrained", loaded.config, loaded.backbone, loaded.checkpoint, loaded.step)
 
 
-def random_encoder(config: str | Path | Config, overrides: list[str], seed: int) -> Encoder:
-    """The backbone of `config` (a preset name, a YAML file, or a Config) at random initialisation, drawn from
-    `seed`: the same seed gives the same weights."""
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
-    torch.manual_seed(seed)
-    return Encoder("random init", cfg, build_model(cfg).eval().backbone, None, 0)
+def random_encoder(cfg: Config) -> Encoder:
+    """The backbone of `cfg` at random initialisation: the weights a pretraining run of `cfg` starts from
+    (`initial_model`, seeded by train.seed), which pretraining's kNN baseline also measures."""
+    return Encoder("random init", cfg, initial_model(cfg).eval().backbone, None, 0)
 
 
 def run_folder(checkpoint: Path) -> Path:

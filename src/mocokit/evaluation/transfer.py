@@ -26,7 +26,7 @@ class TransferResult:
 
 
 def transfer(session: EvalSession, plot_name: str = "transfer.png") -> TransferResult:
-    scratch = random_encoder(session.encoder.config, [], session.config.eval.seed)
+    scratch = random_encoder(session.encoder.config)
     pretrained = finetune(session)
     random_init = finetune(session, scratch)
     cfg = session.encoder.config
