@@ -127,7 +127,7 @@ def build_trainer(preset: str, overrides: list[str], batch: int, device: torch.d
     model loaded with `state`, with the preset's optimiser at its batch-scaled learning rate."""
     from mocokit import build_model, load_config
 
-    step_runner = _first_import("StepRunner", "mocokit.engine.loop", "mocokit.training.loop")
+    step_runner = _first_import("StepRunner", "mocokit.engine.step", "mocokit.engine.loop")
     build_optimizer = _first_import("build_optimizer", "mocokit.training.optim", "mocokit.engine.optim")
     scaled_learning_rate = _first_import("scaled_learning_rate", "mocokit.training.optim", "mocokit.engine.optim")
     cfg = load_config(preset, overrides=overrides)

@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 from mocokit import load_config
-from mocokit.engine.loop import StepRunner, compile_enabled
+from mocokit.engine.step import StepRunner, compile_enabled
 from mocokit.models import build_model
 from mocokit.models.momentum import cosine_momentum
 from mocokit.training.cpu_memory import reuse_freed_memory

@@ -4,8 +4,17 @@ weights exp(similarity / τ), summed per class."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
+
+
+class KnnScore(NamedTuple):
+    """kNN accuracies in [0, 1] (a named tuple: `top1, top5 = score` also reads it)."""
+
+    top1: float
+    top5: float
 
 
 def knn_scores(
@@ -38,11 +47,11 @@ def knn_accuracy(
     num_classes: int,
     k: int = 200,
     temperature: float = 0.1,
-) -> tuple[float, float]:
-    """(top-1, top-5) accuracy of the weighted kNN classifier; features are L2-normalised here."""
+) -> KnnScore:
+    """Top-1 and top-5 accuracy of the weighted kNN classifier; features are L2-normalised here."""
     scores = knn_scores(F.normalize(bank, dim=1), bank_labels, F.normalize(queries, dim=1), num_classes, k,
                         temperature)
     ranked = scores.argsort(dim=1, descending=True)
     top1 = (ranked[:, 0] == query_labels).float().mean().item()
     top5 = (ranked[:, : min(5, num_classes)] == query_labels[:, None]).any(dim=1).float().mean().item()
-    return top1, top5
+    return KnnScore(top1, top5)

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from mocokit.engine.loop import NonFiniteLoss, SkippedStepWarning, StepRunner, train_one_epoch
+from mocokit.engine.epoch import EpochHooks, Schedule, SkippedStepWarning, train_one_epoch
 from mocokit.engine.pretrain import pretrain
+from mocokit.engine.step import StepRunner
+from mocokit.errors import NonFiniteLoss
 
 
 class Flaky(nn.Module):
@@ -44,14 +46,17 @@ class Flaky(nn.Module):
         pass
 
 
+CONSTANT = Schedule(lr_at=lambda step: 0.1, momentum_at=lambda step: 0.9)
+
+
 def run_epoch(model, steps=5, skip=False, checkpoint_every=1, scaler=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     runner = StepRunner(model, optimizer, torch.device("cpu"), nullcontext, scaler=scaler, skip_nonfinite=skip)
     batch = ((torch.ones(2, 3), torch.ones(2, 3)), torch.zeros(2), torch.arange(2))
     checkpoints = []
-    result = train_one_epoch(runner, [batch] * steps, 0, lambda s: 0.1, lambda s: 0.9, log_every=100,
-                             on_log=lambda step, record: None, checkpoint_every=checkpoint_every,
-                             on_checkpoint=checkpoints.append)
+    result = train_one_epoch(runner, [batch] * steps, 0, CONSTANT,
+                             EpochHooks(log_every=100, checkpoint_every=checkpoint_every,
+                                        on_checkpoint=checkpoints.append))
     return result, checkpoints
 
 
@@ -70,9 +75,9 @@ def test_stop_keeps_the_checkpoints_before_the_bad_step():
     runner = StepRunner(model, optimizer, torch.device("cpu"), nullcontext)
     batch = ((torch.ones(2, 3), torch.ones(2, 3)), torch.zeros(2), torch.arange(2))
     with pytest.raises(NonFiniteLoss):
-        train_one_epoch(runner, [batch] * 5, 0, lambda s: 0.1, lambda s: 0.9, log_every=100,
-                        on_log=lambda step, record: None, checkpoint_every=1,
-                        on_checkpoint=lambda step: saved.append((step, model.weight.detach().clone())))
+        train_one_epoch(runner, [batch] * 5, 0, CONSTANT,
+                        EpochHooks(log_every=100, checkpoint_every=1,
+                                   on_checkpoint=lambda step: saved.append((step, model.weight.detach().clone()))))
     assert [step for step, _ in saved] == [1, 2]
     assert all(torch.isfinite(weight).all() for _, weight in saved)
 

@@ -6,9 +6,8 @@ import math
 import pytest
 import torch
 
-from mocokit.engine.loop import NonFiniteLoss
 from mocokit.engine.pretrain import pretrain
-from mocokit.errors import ConfigError
+from mocokit.errors import ConfigError, NonFiniteLoss
 from mocokit.training.checkpoint import load_checkpoint
 from mocokit.training.run_config import load_config
 

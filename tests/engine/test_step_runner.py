@@ -9,7 +9,7 @@ import torch
 import torch._dynamo
 
 from mocokit import load_config
-from mocokit.engine.loop import StepRunner, compile_enabled
+from mocokit.engine.step import StepRunner, compile_enabled
 from mocokit.errors import ConfigError
 from mocokit.models import ModelConfig, build_model
 

@@ -248,10 +248,7 @@ def test_a_v3_step_equals_the_hand_computed_symmetric_loss_after_the_momentum_up
 
 def _share_backbone_call_on_cpu(model):
     """Both views through the backbone in one call on the CPU too (by default only on GPUs, where it pays)."""
-    if hasattr(model, "share_backbone_call"):
-        model.share_backbone_call = True
-    else:  # before the refactor
-        model.batch_views_on = ("cpu",)
+    model.share_backbone_call = True
 
 
 def _per_image_features(encoder, x):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mocokit.engine.loop import StepRunner
+from mocokit.engine.step import StepRunner
 from mocokit.models import build_model
 from mocokit.training.optim import build_optimizer, scaled_learning_rate
 from mocokit.training.run_config import load_config

@@ -56,9 +56,10 @@ def train(cfg: ModelConfig, steps: int, rank: int = 0, world: int = 1) -> dict:
         if first_grads is None:  # DDP has averaged them over the ranks
             first_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         optimizer.step()
+        model.end_step()
         losses.append(distributed.all_reduce_mean(out["loss"].detach()))
     synced = any(isinstance(m, SYNCED) for m in model.modules())
-    queue = model.queue.keys.clone() if model.queue is not None else None
+    queue = model.queue.keys.clone() if model.dictionary.name == "queue" else None
     return {"losses": torch.stack(losses), "grads": first_grads, "queue": queue, "synced_bn": synced,
             "key_inputs": key_inputs, "local_x2": [x2[rows] for _, x2 in global_batches(steps)]}
 

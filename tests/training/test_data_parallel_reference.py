@@ -34,12 +34,6 @@ def global_views(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
 
 
-def end_step(model) -> None:
-    """Close a training step (the refactored model writes its queue in `end_step`; the older one on read)."""
-    if hasattr(model, "end_step"):
-        model.end_step()
-
-
 def run_steps(cfg: ModelConfig, steps: int, rank: int, world: int) -> dict:
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -53,7 +47,7 @@ def run_steps(cfg: ModelConfig, steps: int, rank: int, world: int) -> dict:
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
-        end_step(model)
+        model.end_step()
         losses.append(distributed.all_reduce_mean(out["loss"].detach()))
     queue = getattr(model, "queue", None)
     return {"losses": torch.stack(losses),

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mocokit import distributed
 from mocokit.data.subset import seeded_subset
 from mocokit.features import extract_features
-from mocokit.knn import knn_accuracy
+from mocokit.knn import KnnScore, knn_accuracy
 from mocokit.training.config import MonitorConfig
 from mocokit.training.faults import fault_point
 
@@ -36,7 +36,7 @@ class KnnMonitor:
         self.bank_loader = DataLoader(rank_share(bank), **loader)
         self.query_loader = DataLoader(rank_share(queries), **loader)
 
-    def evaluate(self, backbone: nn.Module) -> tuple[float, float]:
+    def evaluate(self, backbone: nn.Module) -> KnnScore:
         bank, bank_labels = self._features(backbone, self.bank_loader, self.sizes[0])
         fault_point("knn")  # crash tests only (MOCOKIT_FAULT); inert otherwise
         queries, query_labels = self._features(backbone, self.query_loader, self.sizes[1])

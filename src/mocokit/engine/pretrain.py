@@ -2,6 +2,10 @@
 
 The run folder holds config.yaml (the resolved config), checkpoints/ (last.pt, and epoch_NNNN.pt copies when
 run.keep_every_epochs is set), metrics.jsonl, tensorboard/, and at the end plots/ and report.html.
+
+The run is set up by small functions, each returning a frozen part (`RunFolder`, `TrainingData`, `TrainingParts`,
+the kNN monitor, the `RunLog`), in this order (the model's initialisation draws from the seeded global generator);
+everything that changes while training is one `TrainingState`. `Pretraining` then trains epoch by epoch.
 """
 
 from __future__ import annotations
@@ -10,31 +14,29 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mocokit import data as mdata
 from mocokit import distributed
 from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
-from mocokit.engine.loop import (
-    EpochResult,
-    NonFiniteLoss,
-    StepRunner,
-    compile_enabled,
-    train_one_epoch,
-    watched_parameters,
-)
+from mocokit.engine.epoch import EpochHooks, EpochResult, Schedule, train_one_epoch
 from mocokit.engine.monitor import KnnMonitor
-from mocokit.errors import ConfigError
+from mocokit.engine.step import StepRunner, compile_enabled, watched_parameters
+from mocokit.errors import ConfigError, NonFiniteLoss
+from mocokit.knn import KnnScore
+from mocokit.models import MoCo
 from mocokit.reporting import MetricsWriter, write_report
 from mocokit.training.checkpoint import (
     LAST,
     PREVIOUS,
+    PretrainCheckpoint,
     capture_rng_state,
     keep_copy,
     load_checkpoint,
@@ -80,264 +82,163 @@ def pretrain(cfg: Config, echo: Callable[[str], None] = print) -> PretrainResult
         return Pretraining(cfg, echo, lock).run()
 
 
-class Pretraining:
-    """The pieces of one pretraining run, set up in order: run folder, data, model and optimiser, resume state,
-    monitor and logging. `run()` then trains epoch by epoch."""
+# ---------------------------------------------------------------------------------------------------- the parts
 
-    def __init__(self, cfg: Config, echo: Callable[[str], None], lock: RunLock | None = None) -> None:
-        self.cfg = cfg
-        self.started = time.perf_counter()
-        self.main = distributed.is_main_process()
-        self.say = echo if self.main else (lambda _message: None)
-        self.device = resolve_device(cfg.train.device)
-        world = distributed.world_size()
-        if cfg.train.batch_size % world:
-            raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes")
-        self.local_batch = cfg.train.batch_size // world
 
-        # rank 0 decides (a timestamped folder name, the checkpoint to resume) and every rank follows
-        self.run_dir = distributed.broadcast_object(resolve_run_dir(cfg.run.dir, cfg.name))
-        if self.main and lock is not None:
-            lock.acquire(self.run_dir)  # before reading or writing anything there; released by pretrain()
-        # resume=auto skips damaged checkpoints, naming them (rundir.load_resume_checkpoint)
-        resume_from, self.payload = load_resume_checkpoint(self.run_dir, cfg.resume, self.say)
-        self.resume_from = distributed.broadcast_object(resume_from)
-        if self.resume_from != resume_from:
-            self.payload = load_checkpoint(self.resume_from) if self.resume_from else None
-        if self.payload is not None:
-            _check_same_model(self.payload, cfg, self.resume_from)
-        self._setup_data()
-        self._setup_model()
-        self._restore_progress()
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg))
-        self._describe()
-        self.monitor = _build_monitor(cfg, self.device, self.autocast, self.say) if cfg.monitor.knn_every_epochs \
-            else None
-        self.metrics = MetricsWriter(self.run_dir, tensorboard=cfg.run.tensorboard) if self.main else None
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+    resume_from: Path | None  # the checkpoint this run continues from
+    saved: PretrainCheckpoint | None  # its content
 
-    # ------------------------------------------------------------------------------------------------ set-up
 
-    def _setup_data(self) -> None:
-        """The order of samples and their augmentations are functions of the seed, so a resume sees the same."""
-        cfg = self.cfg
-        # indexed: the items' indices become positions in the subset (the memory bank has one row per image)
-        self.train_set = seeded_subset(mdata.build_pretrain_dataset(cfg.data, "train"), cfg.data.max_images,
-                                       cfg.train.seed, indexed=True)
-        mdata.check_batch_fits(self.train_set, cfg.train.batch_size)
-        if cfg.model.uses_queue and cfg.model.queue_size >= len(self.train_set):
-            warnings.warn(
-                f"model.queue_size={cfg.model.queue_size} is not smaller than the dataset ({len(self.train_set)} "
-                "images): the queue will hold stale keys of the very image being queried (moco #146). "
-                "Use a smaller queue.",
-                stacklevel=3,
-            )
-        self.sampler = EpochSampler(len(self.train_set), self.local_batch, cfg.train.seed, distributed.rank(),
-                                    distributed.world_size())
-        self.loader = DataLoader(
-            SeededSamples(self.train_set, cfg.train.seed),
-            batch_size=self.local_batch,
-            sampler=self.sampler,
-            num_workers=cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda",
-            drop_last=True,
-            persistent_workers=cfg.data.num_workers > 0,
-            generator=torch.Generator().manual_seed(cfg.train.seed),  # keeps the loader off the global RNG
-        )
-        self.steps_per_epoch = self.sampler.batches_per_epoch
-        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+@dataclass(frozen=True)
+class TrainingData:
+    dataset: Dataset  # items (views, label, index), index = position in the (sub)set
+    sampler: EpochSampler
+    loader: DataLoader
+    epochs: int
 
-    def _setup_model(self) -> None:
-        cfg = self.cfg
-        # the weights of train.seed, whatever the data loading drew from the global generator before
-        self.model = initial_model(cfg, dataset_size=len(self.train_set)).to(self.device)
-        if cfg.train.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.peak_lr = scaled_learning_rate(cfg.optim, cfg.train.batch_size)
-        self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr)
-        self.trained_model = data_parallel(self.model, self.device)  # what the step calls; self.model: the MoCo
-        self.dtype = resolve_precision(cfg.train.precision, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler(self.dtype) else None
-        self.autocast = autocast_factory(self.device, self.dtype)
-        batch_augment = mdata.build_batch_augment(cfg.data, self.device) if cfg.data.augment == "batched" else None
-        self.run_step = StepRunner(
-            self.trained_model,
-            self.optimizer, self.device, self.autocast, self.scaler, cfg.train.channels_last, cfg.optim.grad_clip,
-            batch_augment, watched_parameters(self.model), skip_nonfinite=cfg.train.on_nonfinite == "skip",
-            compile=compile_enabled(cfg.train.compile, self.device), on_compiled=self._report_compile,
-        )
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.batches_per_epoch
 
-    def _report_compile(self, seconds: float) -> None:
-        self.say(f"torch.compile: the first step took {seconds:.1f} s, compilation included")
-        self.log({"kind": "compile", "step": self.steps_done + 1, "seconds": seconds})
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
 
-    def _restore_progress(self) -> None:
-        self.steps_done = self.epochs_done = self.batch_in_epoch = 0
-        self.baseline: tuple[float, float] | None = None
-        self.knn: tuple[float, float] | None = None  # the last kNN measured (kept across resumes)
-        if self.payload is None:
-            return
-        payload = self.payload
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        if self.scaler is not None and payload.get("scaler"):
-            self.scaler.load_state_dict(payload["scaler"])
-        self.steps_done, self.epochs_done = payload["step"], payload["epoch"]
-        self.batch_in_epoch = self.steps_done - self.epochs_done * self.steps_per_epoch
-        if payload["steps_per_epoch"] != self.steps_per_epoch:
-            raise ConfigError(
-                f"{self.resume_from} was written with {payload['steps_per_epoch']} steps per epoch and this run has "
-                f"{self.steps_per_epoch}: resume with the same dataset and train.batch_size"
-            )
-        self.baseline = tuple(payload["baseline"]) if payload.get("baseline") else None
-        self.knn = tuple(payload["knn"]) if payload.get("knn") else None
 
-    def _describe(self) -> None:
-        cfg, world = self.cfg, distributed.world_size()
-        if self.payload is not None:
-            self.say(f"resuming {self.run_dir} from {self.resume_from}: epoch {self.epochs_done}, "
-                     f"step {self.steps_done}")
-        self.say(f"run folder: {self.run_dir}")
-        self.say(f"MoCo {cfg.model.version}, {cfg.model.backbone}, {len(self.train_set)} images, "
-                 f"{self.steps_per_epoch} steps/epoch, batch {cfg.train.batch_size} ({world} process"
-                 f"{'es' if world > 1 else ''}), device {self.device}, precision {self.dtype or torch.float32}")
-        self.say(f"learning rate {self.peak_lr:.6g} = base {cfg.optim.lr:g}"
-                 + (f" x batch {cfg.train.batch_size} / 256" if cfg.optim.scale_lr else " (not scaled)"))
+@dataclass(frozen=True)
+class TrainingParts:
+    model: MoCo  # the MoCo itself (the step may call it through DDP)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    peak_lr: float  # after the linear scaling rule
+    precision: torch.dtype | None  # the autocast dtype, None: fp32
+    autocast: Callable[[], AbstractContextManager]
+    run_step: StepRunner
 
-    # ------------------------------------------------------------------------------------------------ training
 
-    def log(self, record: dict) -> None:
+@dataclass(frozen=True)
+class RunLog:
+    """Messages for the user (main process only) and records for metrics.jsonl / TensorBoard."""
+
+    say: Callable[[str], None]
+    metrics: MetricsWriter | None
+
+    def __call__(self, record: dict) -> None:
         if self.metrics is not None:
             self.metrics.log({**record, "time": time.time()})
 
-    def save(self, step: int, epoch: int) -> None:
-        """Checkpoint everything a resume needs (main process only), atomically."""
-        if not self.main:
-            return
-        folder = checkpoint_dir(self.run_dir)
-        save_checkpoint(folder / LAST, previous=folder / PREVIOUS, payload={
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-            "step": step, "epoch": epoch, "steps_per_epoch": self.steps_per_epoch, "rng": capture_rng_state(),
-            "baseline": list(self.baseline) if self.baseline else None,
-            "knn": list(self.knn) if self.knn else None, "config": to_tree(self.cfg),
-        })
-
-    def run(self) -> PretrainResult:
-        cfg = self.cfg
-        if self.monitor is not None and cfg.monitor.knn_baseline and self.baseline is None and self.steps_done == 0:
-            self.baseline = self.monitor.evaluate(self.model.backbone)
-            self.say(f"kNN at random initialisation: top-1 {self.baseline[0]:.4f}, top-5 {self.baseline[1]:.4f}")
-        if self.baseline is not None:
-            self.log({"kind": "baseline", "step": 0, "knn_top1": self.baseline[0], "knn_top5": self.baseline[1]})
-        if self.payload is not None:  # last, so that nothing set up above draws from the restored generators
-            restore_rng_state(self.payload["rng"])
-
-        already_complete = self.epochs_done == cfg.train.epochs
-        if already_complete:
-            self.say(f"{self.run_dir} already completed its {cfg.train.epochs} epochs; nothing to train")
-        stopper = GracefulStop()
-        self.stop_agreed = StopAgreement(stopper, every=min(10, self.cfg.run.log_every_steps))
-        try:
-            with stopper:
-                for epoch in range(self.epochs_done, cfg.train.epochs):
-                    result = self._train_epoch(epoch)
-                    if self.steps_done < (epoch + 1) * self.steps_per_epoch:  # stopped inside the epoch
-                        self.save(self.steps_done, epoch)
-                        break
-                    self._end_epoch(result)
-                    if result.stopped_early:
-                        break
-        except NonFiniteLoss:
-            self._close()
-            raise
-        completed = self.epochs_done == cfg.train.epochs
-        if not completed:
-            why = f"{stopper.signal_name or 'a stop signal'} received" if self.stop_agreed.requested \
-                else "train.stop_at_step"
-            self.say(f"stopped at step {self.steps_done} ({why}), checkpoint saved; run the same command again to "
-                     "continue (resume=auto)")
-        minutes = (time.perf_counter() - self.started) / 60
-        knn = self.knn
-        if completed and not already_complete:
-            self.log({"kind": "final", "step": self.steps_done, "epoch": self.epochs_done, "minutes": minutes,
-                      "knn_top1": knn[0] if knn else None, "knn_top5": knn[1] if knn else None,
-                      "baseline_top1": self.baseline[0] if self.baseline else None})
-        self._close()
-        baseline = self.baseline or (None, None)
-        return PretrainResult(self.run_dir, self.epochs_done, self.steps_done, completed, self.stop_agreed.requested,
-                              knn[0] if knn else None, knn[1] if knn else None, baseline[0], baseline[1], minutes,
-                              self.main)
-
-    def _train_epoch(self, epoch: int) -> EpochResult:
-        cfg = self.cfg
-        self.sampler.set_epoch(epoch, start_batch=self.batch_in_epoch)
-        first_step = epoch * self.steps_per_epoch + self.batch_in_epoch
-        show = sys.stderr.isatty() if cfg.run.progress is None else cfg.run.progress
-        progress = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch, leave=False, dynamic_ncols=True,
-                        desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not (self.main and show))
-        result = train_one_epoch(
-            self.run_step, self.loader, first_step,
-            lr_at=lambda s: learning_rate_at(s, self.steps_per_epoch, cfg.train.epochs, self.peak_lr, cfg.optim),
-            momentum_at=lambda s: momentum_at(s, self.total_steps, cfg.model),
-            log_every=cfg.run.log_every_steps,
-            on_log=lambda step, record: self.log({"kind": "step", "step": step,
-                                                  "epoch": step / self.steps_per_epoch, **record}),
-            checkpoint_every=cfg.run.checkpoint_every_steps,
-            on_checkpoint=lambda step: self.save(step, epoch),
-            stop_at_step=cfg.train.stop_at_step,
-            stop_requested=self.stop_agreed,
-            progress=progress,
-        )
-        progress.close()
-        self.steps_done = first_step + result.steps
-        self.batch_in_epoch = 0
-        return result
-
-    def _end_epoch(self, result: EpochResult) -> None:
-        """Epoch record, kNN when due, checkpoint (after the kNN, so its RNG state is the one training continues
-        from), kept copy."""
-        cfg = self.cfg
-        self.epochs_done += 1
-        record = {"kind": "epoch", "epoch": self.epochs_done, "step": self.steps_done,
-                  "loss": result.loss_sum / max(result.steps - result.skipped, 1),
-                  "accuracy": result.accuracy_sum / max(result.steps - result.skipped, 1),
-                  "epoch_seconds": result.seconds, "knn_top1": None, "knn_top5": None}
-        if result.skipped:
-            record["skipped_steps"] = result.skipped
-        knn = None
-        if self.monitor is not None and (self.epochs_done % cfg.monitor.knn_every_epochs == 0
-                                         or self.epochs_done == cfg.train.epochs):
-            knn = self.knn = self.monitor.evaluate(self.model.backbone)
-            record["knn_top1"], record["knn_top5"] = knn
-        self.log(record)
-        self.say(f"epoch {self.epochs_done}/{cfg.train.epochs}: loss {record['loss']:.4f}, inst-disc acc "
-                 f"{record['accuracy']:.3f}, {result.seconds:.0f}s" + (f", kNN top-1 {knn[0]:.4f}" if knn else ""))
-        self.save(self.steps_done, self.epochs_done)
-        if self.main and cfg.run.keep_every_epochs and self.epochs_done % cfg.run.keep_every_epochs == 0:
-            folder = checkpoint_dir(self.run_dir)
-            keep_copy(folder / LAST, folder / epoch_copy_name(self.epochs_done))
-
-    def _close(self) -> None:
+    def close(self, run_dir: Path) -> None:
         if self.metrics is not None:
             self.metrics.close()
-            self.say(f"report: {write_report(self.run_dir)}")
+            self.say(f"report: {write_report(run_dir)}")
 
 
-def _check_same_model(payload: dict, cfg: Config, path: Path) -> None:
-    saved = payload.get("config", {}).get("model", {})
-    current = to_tree(cfg.model)
-    defaults = to_tree(type(cfg.model)())
-    # a setting added after the checkpoint was written counts as its default value (older checkpoints resume)
-    differing = sorted(key for key in set(saved) | set(current)
-                       if saved.get(key, defaults.get(key)) != current.get(key))
-    if differing:
-        details = ", ".join(f"model.{k}: {saved.get(k)!r} in the checkpoint, {current.get(k)!r} now" for k in differing)
-        raise ConfigError(f"{path} was trained with another model ({details}); resume with the same model settings")
+@dataclass
+class TrainingState:
+    """Everything that changes while training; what a checkpoint restores besides the parts' own state."""
+
+    steps_done: int = 0
+    epochs_done: int = 0
+    baseline: KnnScore | None = None  # kNN at random initialisation
+    knn: KnnScore | None = None  # the last kNN measured (kept across resumes)
+    started: float = field(default_factory=time.perf_counter)
+
+    def batch_in_epoch(self, steps_per_epoch: int) -> int:
+        """Steps already done inside the current epoch (a resume from a mid-epoch checkpoint)."""
+        return self.steps_done - self.epochs_done * steps_per_epoch
 
 
-def _build_monitor(cfg: Config, device: torch.device, autocast, say) -> KnnMonitor | None:
+def open_run_folder(cfg: Config, say: Callable[[str], None], lock: RunLock | None) -> RunFolder:
+    """Rank 0 decides (a timestamped folder name, the checkpoint to resume) and every rank follows; the main
+    process locks the folder before reading or writing anything there."""
+    path = distributed.broadcast_object(resolve_run_dir(cfg.run.dir, cfg.name))
+    if distributed.is_main_process() and lock is not None:
+        lock.acquire(path)  # released by pretrain()
+    # resume=auto skips damaged checkpoints, naming them (rundir.load_resume_checkpoint)
+    resume_from, payload = load_resume_checkpoint(path, cfg.resume, say)
+    agreed = distributed.broadcast_object(resume_from)
+    if agreed != resume_from:
+        payload = load_checkpoint(agreed) if agreed else None
+    saved = PretrainCheckpoint.from_payload(payload, agreed) if payload is not None else None
+    if saved is not None:
+        check_same_model(saved, cfg, agreed)
+    return RunFolder(path, agreed, saved)
+
+
+def setup_data(cfg: Config, device: torch.device) -> TrainingData:
+    """The order of samples and their augmentations are functions of the seed, so a resume sees the same."""
+    world = distributed.world_size()
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes")
+    local_batch = cfg.train.batch_size // world
+    # indexed: the items' indices become positions in the subset (the memory bank has one row per image)
+    dataset = seeded_subset(mdata.build_pretrain_dataset(cfg.data, "train"), cfg.data.max_images, cfg.train.seed,
+                            indexed=True)
+    mdata.check_batch_fits(dataset, cfg.train.batch_size)
+    if cfg.model.uses_queue and cfg.model.queue_size >= len(dataset):
+        warnings.warn(
+            f"model.queue_size={cfg.model.queue_size} is not smaller than the dataset ({len(dataset)} images): the "
+            "queue will hold stale keys of the very image being queried (moco #146). Use a smaller queue.",
+            stacklevel=3,
+        )
+    sampler = EpochSampler(len(dataset), local_batch, cfg.train.seed, distributed.rank(), world)
+    loader = DataLoader(
+        SeededSamples(dataset, cfg.train.seed),
+        batch_size=local_batch,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=cfg.data.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.train.seed),  # keeps the loader off the global RNG
+    )
+    return TrainingData(dataset, sampler, loader, cfg.train.epochs)
+
+
+def setup_training(cfg: Config, device: torch.device, dataset_size: int) -> TrainingParts:
+    """Model (`initial_model`: the weights of train.seed, whatever the data loading drew before), optimiser,
+    precision and the step that uses them."""
+    model = initial_model(cfg, dataset_size=dataset_size).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    peak_lr = scaled_learning_rate(cfg.optim, cfg.train.batch_size)
+    optimizer = build_optimizer(model, cfg.optim, peak_lr)
+    precision = resolve_precision(cfg.train.precision, device)
+    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(precision) else None
+    autocast = autocast_factory(device, precision)
+    batch_augment = mdata.build_batch_augment(cfg.data, device) if cfg.data.augment == "batched" else None
+    run_step = StepRunner(
+        data_parallel(model, device), optimizer, device, autocast, scaler, cfg.train.channels_last,
+        cfg.optim.grad_clip, batch_augment, watched_parameters(model),
+        skip_nonfinite=cfg.train.on_nonfinite == "skip", compile=compile_enabled(cfg.train.compile, device),
+    )
+    return TrainingParts(model, optimizer, scaler, peak_lr, precision, autocast, run_step)
+
+
+def restore_state(folder: RunFolder, parts: TrainingParts, steps_per_epoch: int) -> TrainingState:
+    """A fresh state, or the one of the checkpoint the run continues from (loaded into the parts as well)."""
+    saved = folder.saved
+    if saved is None:
+        return TrainingState()
+    parts.model.load_state_dict(saved.model)
+    parts.optimizer.load_state_dict(saved.optimizer)
+    if parts.scaler is not None and saved.scaler:
+        parts.scaler.load_state_dict(saved.scaler)
+    if saved.steps_per_epoch != steps_per_epoch:
+        raise ConfigError(
+            f"{folder.resume_from} was written with {saved.steps_per_epoch} steps per epoch and this run has "
+            f"{steps_per_epoch}: resume with the same dataset and train.batch_size"
+        )
+    return TrainingState(saved.step, saved.epoch, saved.baseline, saved.knn)
+
+
+def build_monitor(cfg: Config, device: torch.device, autocast, say: Callable[[str], None]) -> KnnMonitor | None:
+    """The kNN monitor on the dataset's labelled train and test/val splits, or None (said why)."""
+    if not cfg.monitor.knn_every_epochs:
+        return None
     splits = mdata.available_splits(cfg.data)
     query_split = next((s for s in ("test", "val") if s in splits), None)
     if query_split is None:
@@ -354,3 +255,170 @@ def _build_monitor(cfg: Config, device: torch.device, autocast, say) -> KnnMonit
     say(f"kNN monitor: {monitor.sizes[0]} bank images, {monitor.sizes[1]} {query_split} images, "
         f"k={cfg.monitor.knn_k}, τ={cfg.monitor.knn_temperature}")
     return monitor
+
+
+def check_same_model(saved: PretrainCheckpoint, cfg: Config, path: Path) -> None:
+    saved_model = saved.config.get("model", {})
+    current = to_tree(cfg.model)
+    defaults = to_tree(type(cfg.model)())
+    # a setting added after the checkpoint was written counts as its default value (older checkpoints resume)
+    differing = sorted(key for key in set(saved_model) | set(current)
+                       if saved_model.get(key, defaults.get(key)) != current.get(key))
+    if differing:
+        details = ", ".join(f"model.{k}: {saved_model.get(k)!r} in the checkpoint, {current.get(k)!r} now"
+                            for k in differing)
+        raise ConfigError(f"{path} was trained with another model ({details}); resume with the same model settings")
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+
+
+class Pretraining:
+    """One pretraining run: its frozen parts, set up in order, and its TrainingState; `run()` trains."""
+
+    def __init__(self, cfg: Config, echo: Callable[[str], None], lock: RunLock | None = None) -> None:
+        self.cfg = cfg
+        self.main = distributed.is_main_process()
+        say = echo if self.main else (lambda _message: None)
+        self.device = resolve_device(cfg.train.device)
+        started = time.perf_counter()
+        self.folder = open_run_folder(cfg, say, lock)
+        self.data = setup_data(cfg, self.device)
+        self.parts = setup_training(cfg, self.device, len(self.data.dataset))
+        self.state = restore_state(self.folder, self.parts, self.data.steps_per_epoch)
+        self.state.started = started
+        if self.main:
+            self.folder.path.mkdir(parents=True, exist_ok=True)
+            (self.folder.path / "config.yaml").write_text(config_to_yaml(cfg))
+        self._describe(say)
+        self.monitor = build_monitor(cfg, self.device, self.parts.autocast, say)
+        metrics = MetricsWriter(self.folder.path, tensorboard=cfg.run.tensorboard) if self.main else None
+        self.log = RunLog(say, metrics)
+        self.parts.run_step.on_compiled = self._report_compile
+
+    def _describe(self, say: Callable[[str], None]) -> None:
+        cfg, world, state, data = self.cfg, distributed.world_size(), self.state, self.data
+        if self.folder.saved is not None:
+            say(f"resuming {self.folder.path} from {self.folder.resume_from}: epoch {state.epochs_done}, "
+                f"step {state.steps_done}")
+        say(f"run folder: {self.folder.path}")
+        say(f"MoCo {cfg.model.version}, {cfg.model.backbone}, {len(data.dataset)} images, "
+            f"{data.steps_per_epoch} steps/epoch, batch {cfg.train.batch_size} ({world} process"
+            f"{'es' if world > 1 else ''}), device {self.device}, precision {self.parts.precision or torch.float32}")
+        say(f"learning rate {self.parts.peak_lr:.6g} = base {cfg.optim.lr:g}"
+            + (f" x batch {cfg.train.batch_size} / 256" if cfg.optim.scale_lr else " (not scaled)"))
+
+    def _report_compile(self, seconds: float) -> None:
+        self.log.say(f"torch.compile: the first step took {seconds:.1f} s, compilation included")
+        self.log({"kind": "compile", "step": self.state.steps_done + 1, "seconds": seconds})
+
+    def save(self, step: int, epoch: int) -> None:
+        """Checkpoint everything a resume needs (main process only), atomically."""
+        if not self.main:
+            return
+        parts, state = self.parts, self.state
+        record = PretrainCheckpoint(
+            model=parts.model.state_dict(), config=to_tree(self.cfg), step=step, epoch=epoch,
+            steps_per_epoch=self.data.steps_per_epoch, optimizer=parts.optimizer.state_dict(),
+            scaler=parts.scaler.state_dict() if parts.scaler is not None else {}, rng=capture_rng_state(),
+            baseline=state.baseline, knn=state.knn,
+        )
+        folder = checkpoint_dir(self.folder.path)
+        save_checkpoint(folder / LAST, previous=folder / PREVIOUS, payload=record.to_payload())
+
+    def run(self) -> PretrainResult:
+        cfg, state = self.cfg, self.state
+        if self.monitor is not None and cfg.monitor.knn_baseline and state.baseline is None and state.steps_done == 0:
+            state.baseline = self.monitor.evaluate(self.parts.model.backbone)
+            self.log.say(f"kNN at random initialisation: top-1 {state.baseline.top1:.4f}, "
+                         f"top-5 {state.baseline.top5:.4f}")
+        if state.baseline is not None:
+            self.log({"kind": "baseline", "step": 0, "knn_top1": state.baseline.top1,
+                      "knn_top5": state.baseline.top5})
+        if self.folder.saved is not None:  # last, so that nothing set up above draws from the restored generators
+            restore_rng_state(self.folder.saved.rng)
+
+        already_complete = state.epochs_done == cfg.train.epochs
+        if already_complete:
+            self.log.say(f"{self.folder.path} already completed its {cfg.train.epochs} epochs; nothing to train")
+        stopper = GracefulStop()
+        stop_agreed = StopAgreement(stopper, every=min(10, cfg.run.log_every_steps))
+        try:
+            with stopper:
+                for epoch in range(state.epochs_done, cfg.train.epochs):
+                    result = self._train_epoch(epoch, stop_agreed)
+                    if state.steps_done < (epoch + 1) * self.data.steps_per_epoch:  # stopped inside the epoch
+                        self.save(state.steps_done, epoch)
+                        break
+                    self._end_epoch(result)
+                    if result.stopped_early:
+                        break
+        except NonFiniteLoss:
+            self.log.close(self.folder.path)
+            raise
+        completed = state.epochs_done == cfg.train.epochs
+        if not completed:
+            why = f"{stopper.signal_name or 'a stop signal'} received" if stop_agreed.requested \
+                else "train.stop_at_step"
+            self.log.say(f"stopped at step {state.steps_done} ({why}), checkpoint saved; run the same command again "
+                         "to continue (resume=auto)")
+        minutes = (time.perf_counter() - state.started) / 60
+        knn, baseline = state.knn or KnnScore(None, None), state.baseline or KnnScore(None, None)
+        if completed and not already_complete:
+            self.log({"kind": "final", "step": state.steps_done, "epoch": state.epochs_done, "minutes": minutes,
+                      "knn_top1": knn.top1, "knn_top5": knn.top5, "baseline_top1": baseline.top1})
+        self.log.close(self.folder.path)
+        return PretrainResult(self.folder.path, state.epochs_done, state.steps_done, completed,
+                              stop_agreed.requested, knn.top1, knn.top5, baseline.top1, baseline.top5, minutes,
+                              self.main)
+
+    def _train_epoch(self, epoch: int, stop_requested: Callable[[], bool]) -> EpochResult:
+        cfg, state, data, parts = self.cfg, self.state, self.data, self.parts
+        batch_in_epoch = state.batch_in_epoch(data.steps_per_epoch)
+        data.sampler.set_epoch(epoch, start_batch=batch_in_epoch)
+        first_step = epoch * data.steps_per_epoch + batch_in_epoch
+        show = sys.stderr.isatty() if cfg.run.progress is None else cfg.run.progress
+        progress = tqdm(total=data.steps_per_epoch, initial=batch_in_epoch, leave=False, dynamic_ncols=True,
+                        desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not (self.main and show))
+        schedule = Schedule(
+            lr_at=lambda s: learning_rate_at(s, data.steps_per_epoch, cfg.train.epochs, parts.peak_lr, cfg.optim),
+            momentum_at=lambda s: momentum_at(s, data.total_steps, cfg.model),
+        )
+        hooks = EpochHooks(
+            log_every=cfg.run.log_every_steps,
+            on_log=lambda step, record: self.log({"kind": "step", "step": step,
+                                                  "epoch": step / data.steps_per_epoch, **record}),
+            checkpoint_every=cfg.run.checkpoint_every_steps,
+            on_checkpoint=lambda step: self.save(step, epoch),
+            stop_at_step=cfg.train.stop_at_step,
+            stop_requested=stop_requested,
+            progress=progress,
+        )
+        result = train_one_epoch(parts.run_step, data.loader, first_step, schedule, hooks)
+        progress.close()
+        state.steps_done = first_step + result.steps
+        return result
+
+    def _end_epoch(self, result: EpochResult) -> None:
+        """Epoch record, kNN when due, checkpoint (after the kNN, so its RNG state is the one training continues
+        from), kept copy."""
+        cfg, state = self.cfg, self.state
+        state.epochs_done += 1
+        record = {"kind": "epoch", "epoch": state.epochs_done, "step": state.steps_done,
+                  "loss": result.mean_loss, "accuracy": result.mean_accuracy,
+                  "epoch_seconds": result.seconds, "knn_top1": None, "knn_top5": None}
+        if result.skipped:
+            record["skipped_steps"] = result.skipped
+        knn = None
+        if self.monitor is not None and (state.epochs_done % cfg.monitor.knn_every_epochs == 0
+                                         or state.epochs_done == cfg.train.epochs):
+            knn = state.knn = self.monitor.evaluate(self.parts.model.backbone)
+            record["knn_top1"], record["knn_top5"] = knn.top1, knn.top5
+        self.log(record)
+        self.log.say(f"epoch {state.epochs_done}/{cfg.train.epochs}: loss {record['loss']:.4f}, inst-disc acc "
+                     f"{record['accuracy']:.3f}, {result.seconds:.0f}s"
+                     + (f", kNN top-1 {knn.top1:.4f}" if knn else ""))
+        self.save(state.steps_done, state.epochs_done)
+        if self.main and cfg.run.keep_every_epochs and state.epochs_done % cfg.run.keep_every_epochs == 0:
+            folder = checkpoint_dir(self.folder.path)
+            keep_copy(folder / LAST, folder / epoch_copy_name(state.epochs_done))

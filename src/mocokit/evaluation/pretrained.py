@@ -10,7 +10,7 @@ import torch
 from mocokit.config.loader import apply_overrides, build_dataclass
 from mocokit.errors import ConfigError
 from mocokit.models import MoCo, build_model
-from mocokit.training.checkpoint import LAST, CheckpointError, load_checkpoint
+from mocokit.training.checkpoint import LAST, CheckpointError, PretrainCheckpoint, load_checkpoint
 from mocokit.training.run_config import Config
 from mocokit.training.rundir import checkpoint_dir
 
@@ -47,12 +47,12 @@ def load_pretrained(run_or_checkpoint: str | Path, overrides: list[str] | None =
     `overrides` (`section.key=value`) change the config for evaluation (data.path, data.num_workers, ...); overriding
     a `model.` key is refused, since the weights were trained for the stored model."""
     path = resolve_checkpoint(run_or_checkpoint)
-    payload = load_checkpoint(path)
+    saved = PretrainCheckpoint.from_payload(load_checkpoint(path), path)
     overrides = list(overrides or [])
     model_keys = [o.split("=", 1)[0] for o in overrides if o.startswith("model.")]
     if model_keys:
         raise ConfigError(f"{', '.join(model_keys)}: the model is fixed by the checkpoint {path}; remove these")
-    config = build_dataclass(Config, apply_overrides(payload["config"], overrides))
+    config = build_dataclass(Config, apply_overrides(saved.config, overrides))
     model = build_model(config)
-    model.load_state_dict(payload["model"])
-    return Pretrained(config, model.eval(), path, int(payload["step"]))
+    model.load_state_dict(saved.model)
+    return Pretrained(config, model.eval(), path, saved.step)

@@ -29,12 +29,14 @@ import random
 import shutil
 import struct
 import tempfile
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mocokit.knn import KnnScore
 from mocokit.training.faults import fault_point
 
 FORMAT = "mocokit-checkpoint"
@@ -58,6 +60,45 @@ class CheckpointWriteError(CheckpointError):
 
 
 # ------------------------------------------------------------------------------------------------ writing
+
+
+@dataclass
+class PretrainCheckpoint:
+    """What a pretraining checkpoint holds: everything a resume needs, and what evaluation reads (model, config,
+    step). Written with `save_checkpoint(path, record.to_payload())`, read with
+    `PretrainCheckpoint.from_payload(load_checkpoint(path), path)`."""
+
+    model: dict[str, Any]  # the MoCo state dict (encoders, heads, dictionary)
+    config: dict[str, Any]  # the resolved config as a tree (to_tree)
+    step: int  # optimisation steps done
+    epoch: int = 0  # epochs done
+    steps_per_epoch: int = 0
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    scaler: dict[str, Any] = field(default_factory=dict)  # the fp16 loss scaler's state, or empty
+    rng: dict[str, Any] = field(default_factory=dict)  # capture_rng_state()
+    baseline: KnnScore | None = None  # kNN at random initialisation
+    knn: KnnScore | None = None  # the last kNN measured
+
+    def to_payload(self) -> dict[str, Any]:
+        payload = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("baseline", "knn"):  # plain lists in the file: weights_only loading reads no classes
+            payload[name] = list(payload[name]) if payload[name] is not None else None
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], path: Path | str) -> PretrainCheckpoint:
+        """The record of a loaded payload; CheckpointError naming what is missing when it is not a pretraining
+        checkpoint of this version (keys added later take their defaults, so older checkpoints still load)."""
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in payload]
+        if missing:
+            raise CheckpointError(f"{path} is not a mocokit pretraining checkpoint (it has no {', '.join(missing)})")
+        known = {f.name for f in fields(cls)}
+        values = {name: value for name, value in payload.items() if name in known}
+        for name in ("baseline", "knn"):
+            if values.get(name) is not None:
+                values[name] = KnnScore(*values[name])
+        return cls(**values)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any], previous: Path | None = None) -> Path:

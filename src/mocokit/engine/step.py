@@ -1,10 +1,9 @@
-"""One optimisation step and one epoch of MoCo pretraining, with explicit arguments (no globals, no CLI)."""
+"""One optimisation step of MoCo pretraining (`StepRunner`), with explicit arguments (no globals, no CLI)."""
 
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -13,9 +12,7 @@ import torch
 from torch import nn
 
 from mocokit import distributed
-from mocokit.errors import NonFiniteLoss
 from mocokit.models.moco import MoCo
-from mocokit.training.faults import fault_point
 
 
 @dataclass(frozen=True)
@@ -176,124 +173,3 @@ def watched_parameters(model: MoCo) -> dict[str, nn.Parameter]:
     if head:
         watched[f"head.{head[-1][0]}"] = head[-1][1]
     return watched
-
-
-class SkippedStepWarning(UserWarning):
-    """train.on_nonfinite=skip: a step was not applied because its loss or gradients were not finite."""
-
-
-@dataclass
-class EpochResult:
-    steps: int  # steps run in this call
-    loss_sum: float
-    accuracy_sum: float
-    seconds: float
-    stopped_early: bool  # train.stop_at_step reached, or a graceful stop was requested
-    skipped: int = 0  # steps not applied (train.on_nonfinite=skip); loss_sum and accuracy_sum leave them out
-
-
-def train_one_epoch(
-    run_step: StepRunner,
-    loader: Iterable,
-    first_step: int,
-    lr_at: Callable[[int], float],
-    momentum_at: Callable[[int], float],
-    log_every: int,
-    on_log: Callable[[int, dict], None],
-    checkpoint_every: int,
-    on_checkpoint: Callable[[int], None],
-    stop_at_step: int | None = None,
-    stop_requested: Callable[[], bool] = lambda: False,
-    progress=None,
-) -> EpochResult:
-    """Steps over `loader`; global step numbers start after `first_step` (steps done before). Reads results back
-    from the device only every `log_every` steps (and at the end), so the hot path has no host-device sync.
-    `on_checkpoint(step)` is called every `checkpoint_every` steps (0: never), after checking that no step so far
-    had a NaN or infinite loss or gradient, so a spoiled state is never checkpointed. Raises NonFiniteLoss naming
-    the first such step; with a StepRunner that skips them (train.on_nonfinite=skip), each skipped step is named in
-    a SkippedStepWarning instead, and NonFiniteLoss is raised only if the model's buffers were spoiled anyway."""
-    start = time.perf_counter()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    accuracy_sum = torch.zeros((), dtype=torch.float64)
-    first_bad_step = torch.zeros((), dtype=torch.long)
-    window_images, window_start = 0, time.perf_counter()
-    step, steps, skipped = first_step, 0, 0
-    for views, _labels, indices in loader:
-        step += 1
-        steps += 1
-        measure = step % log_every == 0
-        lr, m = lr_at(step - 1), momentum_at(step - 1)
-        result = run_step(views, lr, m, measure_grads=measure, indices=indices if run_step.needs_indices else None)
-        fault_point("step")
-        loss = result.loss.float()
-        if loss_sum.device != loss.device:
-            loss_sum, accuracy_sum, first_bad_step = (t.to(loss.device) for t in (loss_sum, accuracy_sum,
-                                                                                  first_bad_step))
-        if result.skipped:
-            skipped += 1
-            _check_skipped_step(run_step.model, step)
-        else:
-            loss_sum += loss
-            accuracy_sum += result.accuracy
-            bad = (~result.finite) & (first_bad_step == 0)
-            first_bad_step = torch.where(bad, torch.full_like(first_bad_step, step), first_bad_step)
-        window_images += len(indices)
-        if progress is not None:
-            progress.update(1)
-        stop = (stop_at_step is not None and step >= stop_at_step) or stop_requested()
-        if measure or stop:
-            _raise_if_non_finite(first_bad_step)
-            now = time.perf_counter()
-            record = {
-                "loss": distributed.all_reduce_mean(loss).item(),  # over all processes' batches
-                "accuracy": distributed.all_reduce_mean(result.accuracy).item(),
-                "lr": lr,
-                "momentum": m,
-                "images_per_s": window_images / max(now - window_start, 1e-9),
-            }
-            if result.grad_norm is not None:
-                record["grad_norm"] = {name: value.item() for name, value in result.grad_norm.items()}
-            on_log(step, record)
-            if progress is not None:
-                progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
-            window_images, window_start = 0, now
-        if checkpoint_every and step % checkpoint_every == 0 and not stop:
-            _raise_if_non_finite(first_bad_step)  # never checkpoint weights that a NaN step has already spoiled
-            on_checkpoint(step)
-        if stop:
-            break
-    _raise_if_non_finite(first_bad_step)
-    loss_sum, accuracy_sum = distributed.all_reduce_mean(loss_sum), distributed.all_reduce_mean(accuracy_sum)
-    return EpochResult(steps, float(loss_sum), float(accuracy_sum), time.perf_counter() - start,
-                       stopped_early=(stop_at_step is not None and step >= stop_at_step) or stop_requested(),
-                       skipped=skipped)
-
-
-def _check_skipped_step(model: nn.Module, step: int) -> None:
-    """A skipped step left the weights and optimiser untouched, but its forward pass already wrote the model's
-    buffers (queue, BatchNorm statistics): if those became non-finite, skipping cannot help and training stops."""
-    spoiled = nonfinite_buffers(model)
-    if not all_ranks_true(torch.tensor(not spoiled)):
-        raise NonFiniteLoss(
-            f"step {step}: the loss or the gradients were NaN or infinite and the update was skipped "
-            f"(train.on_nonfinite=skip), but the model's buffers already hold NaN or infinite values "
-            f"({', '.join(spoiled[:3]) or 'on another process'}), which skipping cannot undo; training stopped and "
-            "the last good checkpoint is kept. Lower optim.lr, add optim.grad_clip, or use train.precision=fp32."
-        )
-    warnings.warn(f"step {step}: the loss or the gradients were NaN or infinite; the update was skipped "
-                  "(train.on_nonfinite=skip)", SkippedStepWarning, stacklevel=3)
-
-
-def _raise_if_non_finite(first_bad_step: torch.Tensor) -> None:
-    """Every process calls this at the same steps; they agree on the earliest bad step of any of them, so all stop
-    together (a NaN on one rank spoils every rank's weights through the gradient all-reduce)."""
-    never = torch.iinfo(first_bad_step.dtype).max
-    earliest = torch.where(first_bad_step == 0, torch.full_like(first_bad_step, never), first_bad_step)
-    earliest = -distributed.all_reduce_max_(-earliest)  # the minimum over ranks
-    bad = 0 if int(earliest) == never else int(earliest)
-    if bad:
-        raise NonFiniteLoss(
-            f"the loss or the gradients became NaN or infinite at step {bad}; training stopped and the last good "
-            "checkpoint is kept. Lower optim.lr, add optim.grad_clip, use train.precision=fp32, or skip such steps "
-            "with train.on_nonfinite=skip."
-        )

@@ -3,7 +3,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from mocokit.engine.loop import StepRunner
+from mocokit.engine.step import StepRunner
 
 
 class Scaled(nn.Module):
@@ -41,7 +41,7 @@ def test_grad_clip_bounds_the_update_and_the_logged_norm_is_the_raw_one():
 
 
 def test_the_watched_first_layer_is_the_patch_projection_of_a_vit_or_the_first_conv_of_a_resnet():
-    from mocokit.engine.loop import watched_parameters
+    from mocokit.engine.step import watched_parameters
     from mocokit.models import ModelConfig, build_model
 
     vit = {"version": "v3", "hidden_dim": 32, "dim": 16, "shuffle_bn": False, "backbone": "vit_tiny",
