@@ -40,11 +40,21 @@ def _warnings(err: str) -> list[str]:
     return [line for line in err.splitlines() if "warning" in line.lower()]
 
 
-def test_warnings_are_one_clean_line_each_with_a_count_of_unreadable_images(folder_with_corrupt_images, tmp_path,
-                                                                              capsys):
-    assert main(["pretrain", "v2-cifar10", *TINY, f"data.path={folder_with_corrupt_images}",
-                 f"run.dir={tmp_path / 'run'}", "data.max_bad_fraction=0.2"]) == 0
-    lines = _warnings(capsys.readouterr().err)
+@pytest.fixture(scope="module")
+def finished_run(folder_with_corrupt_images, tmp_path_factory) -> tuple[Path, str]:
+    """A one-epoch run on the folder with two corrupt images: (run folder, what the command wrote to stderr)."""
+    import contextlib
+    import io
+
+    run_dir, err = tmp_path_factory.mktemp("runs") / "run", io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["pretrain", "v2-cifar10", *TINY, f"data.path={folder_with_corrupt_images}",
+                     f"run.dir={run_dir}", "data.max_bad_fraction=0.2"]) == 0
+    return run_dir, err.getvalue()
+
+
+def test_warnings_are_one_clean_line_each_with_a_count_of_unreadable_images(finished_run):
+    lines = _warnings(finished_run[1])
     assert lines and all(line.startswith("mocokit: warning: ") for line in lines), lines
     assert not any("BytesIO" in line or ".py:" in line or "UserWarning" in line for line in lines), lines
     for name in ("train/class0/0.png", "test/class1/1.png"):  # the training data and the kNN bank read it: once
@@ -53,3 +63,40 @@ def test_warnings_are_one_clean_line_each_with_a_count_of_unreadable_images(fold
     assert len(queue) == 1
     assert lines[-1] == ("mocokit: warning: 2 unreadable images were skipped in all (each named above); fix or "
                          "delete those files")
+
+
+def test_the_first_ctrl_c_is_acknowledged_at_once(capsys):
+    import os
+    import signal
+
+    from mocokit.training.interrupt import GracefulStop
+
+    with GracefulStop() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested and stop.signal_name == "SIGINT"
+        assert "SIGINT received: finishing the current step, then saving a checkpoint" in capsys.readouterr().err
+        with pytest.raises(KeyboardInterrupt):  # the second press stops at once
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _interrupt_pretraining(monkeypatch):
+    import mocokit.engine.pretrain
+
+    def interrupted(cfg, *args, **kwargs):
+        raise KeyboardInterrupt  # a Ctrl-C before the graceful stop is installed, or a second one
+
+    monkeypatch.setattr(mocokit.engine.pretrain, "pretrain", interrupted)
+
+
+def test_a_ctrl_c_before_the_first_checkpoint_does_not_claim_one(monkeypatch, tmp_path, capsys):
+    _interrupt_pretraining(monkeypatch)
+    assert main(["pretrain", "v2-cifar10", f"run.dir={tmp_path / 'new-run'}"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first checkpoint was written" in err and "is kept" not in err
+
+
+def test_a_ctrl_c_after_a_checkpoint_names_the_one_kept(finished_run, monkeypatch, capsys):
+    _interrupt_pretraining(monkeypatch)
+    assert main(["pretrain", "v2-cifar10", f"run.dir={finished_run[0]}"]) == 130
+    err = capsys.readouterr().err
+    assert f"the last checkpoint ({finished_run[0] / 'checkpoints' / 'last.pt'}) is kept" in err

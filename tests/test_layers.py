@@ -24,6 +24,7 @@ FLOORS: dict[int, list[str | tuple[str, ...]]] = {
     0: ["mocokit.errors", "mocokit._version"],  # exceptions several floors raise or catch; the version string
     1: [  # the bottom floor: the generic config loader, collectives, pure tensor functions
         "mocokit.config", "mocokit.distributed", "mocokit.losses", "mocokit.features", "mocokit.knn",
+        "mocokit.files",  # outputs written whole or not at all
     ],
     2: ["mocokit.models", "mocokit.data"],
     3: ["mocokit.training", "mocokit.reporting"],  # the training toolkit (with the run's Config); run reports

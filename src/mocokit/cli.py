@@ -15,6 +15,8 @@ EXIT_USER_ERROR = 2  # a bad config, bad data, an unusable checkpoint or run fol
 # The loss diverged, or a checkpoint could not be written (disk full, folder made read-only) while training: the
 # last good checkpoint is kept and the run continues with resume=auto once the cause is fixed.
 EXIT_TRAINING_FAILED = 1
+# Every output file is written whole or not at all (mocokit/files.py), so an interrupted command leaves no part of one.
+INTERRUPTED = "mocokit: interrupted; no partial output file was left (run the same command again)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return status
     except KeyboardInterrupt:
-        print("mocokit: interrupted; the last checkpoint is kept (continue with resume=auto)", file=sys.stderr)
+        # a command that has more to say (pretrain: which checkpoint is kept, if any) sets args.on_interrupt
+        on_interrupt = getattr(args, "on_interrupt", None)
+        print(on_interrupt() if on_interrupt is not None else INTERRUPTED, file=sys.stderr)
         return 130
 
 

@@ -14,14 +14,21 @@ class NumberedImages(torch.utils.data.Dataset):
 
     classes = ["even", "odd"]
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, unreadable: tuple[int, ...] = ()) -> None:
         self.paths = [f"img/{i:03d}.png" for i in range(n)]
+        self.bad = set(unreadable)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        return torch.full((3, 4, 4), float(i)), i % 2
+        return self.read(i)[:2]
+
+    def read(self, i: int):
+        """As `EvalDataset.read`: an unreadable image is replaced by the next readable one, whose index is returned."""
+        while i in self.bad:
+            i = (i + 1) % len(self)
+        return torch.full((3, 4, 4), float(i)), i % 2, i
 
 
 class MeanPool(nn.Module):
@@ -41,6 +48,15 @@ def test_a_subset_keeps_rows_aligned_and_saves_plain_arrays(tmp_path):
     with np.load(path, allow_pickle=False) as arrays:
         assert set(arrays.files) == {"features", "labels", "paths", "indices", "classes"}
         assert list(arrays["classes"]) == ["even", "odd"] and arrays["paths"][0] == embeddings.paths[0]
+
+
+def test_an_unreadable_image_has_no_row_and_never_lends_its_path_to_a_neighbour():
+    embeddings = embed_dataset(MeanPool(), NumberedImages(10, unreadable=(3, 4, 9)), torch.device("cpu"),
+                               batch_size=4)
+    assert list(embeddings.indices) == [0, 1, 2, 5, 6, 7, 8]
+    np.testing.assert_array_equal(embeddings.features[:, 0], embeddings.indices)  # each row's own image
+    assert list(embeddings.paths) == [f"img/{i:03d}.png" for i in embeddings.indices]
+    np.testing.assert_array_equal(embeddings.labels, embeddings.indices % 2)
 
 
 def test_the_map_is_a_png_with_or_without_labels(tmp_path):

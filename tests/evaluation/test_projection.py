@@ -6,7 +6,12 @@ import re
 import numpy as np
 import pytest
 
-from mocokit.evaluation.projection import MissingPackageError, project_2d, resolve_method
+from mocokit.evaluation.projection import (
+    MissingPackageError,
+    ProjectionFallbackWarning,
+    project_2d,
+    resolve_method,
+)
 
 
 def two_clusters(n: int = 30, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -25,7 +30,7 @@ def test_pca_puts_the_largest_variance_on_the_first_axis():
 
 
 def test_tsne_is_deterministic_for_a_seed_and_separates_clusters():
-    pytest.importorskip("sklearn", reason="scikit-learn is the optional [plots] extra")
+    pytest.importorskip("sklearn", reason="scikit-learn is a dependency of mocokit, but not installed here")
     features, labels = two_clusters()
     first, again = project_2d(features, "tsne", seed=1), project_2d(features, "tsne", seed=1)
     assert first.shape == (30, 2) and np.array_equal(first, again)
@@ -38,11 +43,24 @@ def test_methods_resolve_or_name_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("sklearn", "umap") else real_find_spec(name, *a))
     assert resolve_method("pca") == "pca"
-    with pytest.raises(MissingPackageError, match=re.escape("pip install 'mocokit[plots]' (scikit-learn)")):
-        resolve_method("auto")  # no umap -> tsne, which needs scikit-learn
+    with pytest.warns(ProjectionFallbackWarning, match="the map is a PCA: t-SNE needs scikit-learn"):
+        assert resolve_method("auto") == "pca"  # neither umap nor scikit-learn: PCA, and a note that says so
+    with pytest.raises(MissingPackageError, match="pip install scikit-learn"):
+        resolve_method("tsne")
     with pytest.raises(MissingPackageError, match="pip install umap-learn"):
         resolve_method("umap")
     with pytest.raises(ValueError, match="choose one of"):
         resolve_method("mds")
     with pytest.raises(ValueError, match="at least 3"):
         project_2d(np.zeros((2, 4)), "pca")
+
+
+def test_the_readmes_t_sne_map_needs_no_extra():
+    """`make install` installs mocokit's dependencies: scikit-learn (t-SNE, the README's `--plot demo-tsne.png`)
+    must be one of them, not an extra."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert any(re.match(r"scikit-learn\b", requirement) for requirement in project["dependencies"])
+    assert importlib.util.find_spec("sklearn") is not None

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     )
     save_embeddings(embeddings, args.out)
     n, d = embeddings.features.shape
-    print(f"wrote {args.out}: {n} × {d} features of {dataset.where}, with labels and paths")
+    unreadable = dataset.unreadable()
+    skipped = f"; {len(unreadable)} unreadable image(s) left out: {', '.join(unreadable)}" if unreadable else ""
+    print(f"wrote {args.out}: {n} × {d} features of {dataset.where}, with labels and paths{skipped}")
     if args.plot is not None:
         coords = project_2d(embeddings.features, method, seed=cfg.train.seed)
         title = f"{cfg.model.version} {cfg.model.backbone}, step {pretrained.step}: {method} of {n} {args.split} images"

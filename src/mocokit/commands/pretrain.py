@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 from mocokit.commands.common import add_config_arguments, add_json_flag, print_json
 
@@ -13,7 +15,10 @@ def run(args: argparse.Namespace) -> int:
     from mocokit.engine.pretrain import pretrain
     from mocokit.training.run_config import load_config
 
-    result = pretrain(load_config(args.config, args.overrides))
+    started = time.time()
+    cfg = load_config(args.config, args.overrides)
+    args.on_interrupt = lambda: interrupted_message(cfg.run.dir, cfg.name, started)
+    result = pretrain(cfg)
     if result.interrupted:
         return INTERRUPTED
     if not result.main_process:  # under torchrun, rank 0 reports for every process
@@ -29,6 +34,25 @@ def run(args: argparse.Namespace) -> int:
             "random_init_knn_top1": result.baseline_top1, "random_init_knn_top5": result.baseline_top5,
         })
     return 0
+
+
+def interrupted_message(run_dir: str, config_name: str, started: float) -> str:
+    """What a Ctrl-C that stopped `pretrain` at once (a second press, or one before training began) leaves: the run
+    folder's newest checkpoint, or none yet. With run.dir empty the folder is the `runs/<config>-<time>` made by
+    this command (the newest one created since it started), which a rerun must name to continue."""
+    from mocokit.training.rundir import checkpoint_candidates
+
+    if run_dir:
+        folder: Path | None = Path(run_dir)
+    else:
+        made = [p for p in Path("runs").glob(f"{config_name or 'run'}-*") if p.stat().st_mtime >= started - 1]
+        folder = max(made, key=lambda p: p.stat().st_mtime, default=None)
+    checkpoints = checkpoint_candidates(folder) if folder is not None else []
+    if not checkpoints:
+        return "mocokit: interrupted before the first checkpoint was written; run the same command again to start"
+    again = "the same command" if run_dir else f"the same command with run.dir={folder}"
+    return (f"mocokit: interrupted; the last checkpoint ({checkpoints[0]}) is kept: run {again} to continue from it "
+            "(resume=auto)")
 
 
 def register(commands) -> None:

@@ -84,8 +84,14 @@ class EvalDataset(_SourceDataset):
     """Items (image float 3 x S x S normalised, label); label -1 when unlabelled."""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label, _ = self.read(index)
+        return image, label
+
+    def read(self, index: int) -> tuple[torch.Tensor, int, int]:
+        """(image, label, j): item j is `index`, or the next readable item when `index` is unreadable. For callers
+        that must not take one image for another (features saved next to a file's path)."""
         image, actual = self.reader.read(index)
-        return self.transform(image), self.source.labels[actual]
+        return self.transform(image), self.source.labels[actual], actual
 
 
 class SquareUint8:

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from mocokit.files import atomic_output
+
 MAX_LEGEND_CLASSES = 30  # beyond this the legend would cover the map
 
 
@@ -29,8 +31,8 @@ def plot_feature_map(coords: np.ndarray, labels: np.ndarray, classes: list[str],
     axes.set_xticks([])
     axes.set_yticks([])
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    with atomic_output(path) as partial:  # whole or not at all
+        figure.savefig(partial, format="png")
     return path
 
 

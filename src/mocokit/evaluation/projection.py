@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import numpy as np
 
 from mocokit.errors import ConfigError
 
 METHODS = ("auto", "tsne", "umap", "pca")
-# method: (module, what to pip install). umap-learn is not in the [plots] extra: it pulls numba and llvmlite.
-_PACKAGES = {"tsne": ("sklearn", "'mocokit[plots]' (scikit-learn)"), "umap": ("umap", "umap-learn")}
+# method: (module, what to pip install). scikit-learn is a dependency of mocokit, so t-SNE is there after any
+# install; umap-learn is not (it pulls numba and llvmlite).
+_PACKAGES = {"tsne": ("sklearn", "scikit-learn"), "umap": ("umap", "umap-learn")}
 
 
 class MissingPackageError(ConfigError):
     """A chosen method needs a package that is not installed; the message names the pip command."""
 
 
+class ProjectionFallbackWarning(UserWarning):
+    """`auto` found neither umap-learn nor scikit-learn and drew a PCA map instead."""
+
+
 def resolve_method(method: str) -> str:
-    """`auto` -> umap when umap-learn is importable, else tsne; then check that the method's package is installed
+    """`auto` -> umap when umap-learn is importable, else tsne (scikit-learn, a dependency of mocokit), else pca with
+    a ProjectionFallbackWarning that says so; a method named explicitly must have its package installed
     (MissingPackageError naming the pip command otherwise), so a command can fail before extracting features."""
     if method not in METHODS:
         raise ConfigError(f"unknown map method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "auto":
-        method = "umap" if importlib.util.find_spec("umap") is not None else "tsne"
+        found = [m for m in ("umap", "tsne") if importlib.util.find_spec(_PACKAGES[m][0]) is not None]
+        if not found:
+            warnings.warn("the map is a PCA: t-SNE needs scikit-learn, which is not installed in this environment "
+                          "(pip install scikit-learn, or reinstall mocokit)", ProjectionFallbackWarning, stacklevel=2)
+        return found[0] if found else "pca"
     if method in _PACKAGES:
         module, pip_name = _PACKAGES[method]
         if importlib.util.find_spec(module) is None:

@@ -3,7 +3,9 @@ and the run write a checkpoint; a second one interrupts at once."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -13,14 +15,18 @@ from mocokit import distributed
 
 
 class GracefulStop:
-    """Context manager; `requested` turns True at the first signal. Handlers are installed only in the main thread
-    (Python delivers signals there) and the previous handlers are restored on exit."""
+    """Context manager; `requested` turns True at the first signal, which is acknowledged at once on stderr (by the
+    main process only: under torchrun every process gets the Ctrl-C). Handlers are installed only in the main
+    thread (Python delivers signals there) and the previous handlers are restored on exit."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    ACKNOWLEDGEMENT = ("mocokit: {signal} received: finishing the current step, then saving a checkpoint "
+                       "(press Ctrl-C again to stop at once, losing the steps since the last checkpoint)\n")
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.requested = False
         self.signal_name = ""
+        self.announce = announce
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -28,6 +34,8 @@ class GracefulStop:
             raise KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
+        if self.announce and distributed.is_main_process():
+            _write_now(self.ACKNOWLEDGEMENT.format(signal=self.signal_name))
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
@@ -39,6 +47,16 @@ class GracefulStop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def _write_now(text: str) -> None:
+    """`text` on stderr from a signal handler: os.write on its file descriptor (unlike print, no buffer that the
+    interrupted code may be in the middle of writing), or the stream's own write when it has none (a test's)."""
+    try:
+        os.write(sys.stderr.fileno(), text.encode())
+    except (AttributeError, OSError, ValueError):
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
 
 class StopAgreement:
