@@ -100,3 +100,33 @@ def test_a_ctrl_c_after_a_checkpoint_names_the_one_kept(finished_run, monkeypatc
     assert main(["pretrain", "v2-cifar10", f"run.dir={finished_run[0]}"]) == 130
     err = capsys.readouterr().err
     assert f"the last checkpoint ({finished_run[0] / 'checkpoints' / 'last.pt'}) is kept" in err
+
+
+def test_stop_at_step_is_never_passed_even_when_the_command_is_run_again(folder_with_corrupt_images, tmp_path,
+                                                                         capsys):
+    from mocokit.training.checkpoint import load_checkpoint
+
+    command = ["pretrain", "v2-cifar10", *TINY, "train.batch_size=4", "model.queue_size=16", "train.epochs=2",
+               "monitor.knn_every_epochs=0", f"data.path={folder_with_corrupt_images}", "data.max_bad_fraction=0.2",
+               f"run.dir={tmp_path / 'run'}", "train.stop_at_step=2"]
+    for _ in range(2):
+        assert main(command) == 0
+        assert "stopped at step 2 (train.stop_at_step)" in capsys.readouterr().out
+        assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_usage_lines_say_what_is_required(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain"])
+    err = capsys.readouterr().err
+    assert "required: config" in err and "key=value" not in err.splitlines()[-1]
+    with pytest.raises(SystemExit):
+        main(["embed"])
+    err = capsys.readouterr().err
+    assert "--out FILE.npz" in err and "[--out" not in err and "required: run" in err
+    assert "key=value" not in err.splitlines()[-1]
+
+
+def test_a_section_check_is_not_prefixed_twice(capsys):
+    assert main(["pretrain", "v2-cifar10", "optim.lr=-1"]) == 2
+    assert capsys.readouterr().err.strip() == "mocokit: error: optim.lr must be > 0, got -1.0"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 def add_config_arguments(parser: argparse.ArgumentParser, what: str = "a preset name or a YAML file") -> None:
     parser.add_argument("config", help=what)
     parser.add_argument(
-        "overrides", nargs="*", metavar="key=value",
+        "overrides", nargs="*", default=[], metavar="key=value",  # a default: argparse then lists it as optional
         help="change any config field, e.g. train.epochs=5 data.path=/data/images optim.lr=0.1 resume=none",
     )
 
@@ -31,11 +31,12 @@ def add_run_arguments(parser: argparse.ArgumentParser,
     (argparse fills it at RUN and then refuses later ones, bpo-14191), so the overrides take the rest of the line
     and `late_options(args)` parses the options out of them."""
     parser.add_argument("run", help="a run folder (evaluates its checkpoints/last.pt) or a checkpoint file")
-    parser.add_argument(
+    overrides = parser.add_argument(
         "overrides", nargs=argparse.REMAINDER, metavar="key=value",
         help="the run's config (data.path=..., data.label_fraction=0.1, train.device=cpu) or the evaluation's "
              "(eval.*, knn.*, linear.*, finetune.*; e.g. linear.epochs=10 eval.test_images=2000)",
     )
+    overrides.required = False  # argparse would otherwise name it in "the following arguments are required"
     add_options(parser)
     parser.set_defaults(add_options=add_options, command_parser=parser)
 

@@ -71,6 +71,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def register(commands) -> None:
     parser = commands.add_parser(
         "embed", help="save the features of a split (.npz) and optionally a 2-D map",
+        # written out: --out is required, but checked in `run` (see add_options), so argparse would show [--out OUT]
+        usage="mocokit embed [-h] RUN [key=value ...] --out FILE.npz [--split {train,test}] [--max-images N] "
+              "[--batch-size N] [--plot FILE.png] [--method {auto,tsne,umap,pca}] [--force] [--json]",
         description="Run the pretrained backbone (eval mode, evaluation transform) over a split and save features, "
                     "labels and file paths with np.savez; --plot draws a t-SNE/UMAP/PCA map coloured by class. "
                     "Overrides change the data (e.g. data.path=...), never the model. See docs/export.md.",

@@ -138,7 +138,10 @@ def build_dataclass(cls: type[T], tree: dict[str, Any], where: str = "") -> T:
     except ConfigError:
         raise
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where or 'config'}: {error}") from None
+        # a section's own check names its keys in full (`optim.lr must be > 0`): no second prefix then
+        message = str(error)
+        named = not where or message.startswith(f"{where}.") or message.startswith(f"{where} ")
+        raise ConfigError(message if named else f"{where}: {message}") from None
 
 
 def _join(where: str, key: str) -> str:
