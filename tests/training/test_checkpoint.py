@@ -1,6 +1,7 @@
 """Checkpoint files: round trip, checksum, refusals (truncated, corrupt, foreign, other version, code-running pickles),
 atomic writes that fail cleanly (disk full, permission denied), the previous checkpoint kept."""
 
+import argparse
 import errno
 import io
 import os
@@ -199,7 +200,7 @@ def test_a_pickle_that_would_run_code_is_refused_without_running(tmp_path, write
         torch.save(payload, path)  # a real PyTorch zip file whose pickle asks for os.system
     if os.path.exists(MARKER):
         os.remove(MARKER)
-    with pytest.raises(CheckpointError, match=f"checkpoint {path} cannot be read safely"):
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} cannot be used"):
         load_checkpoint(path)
     assert not os.path.exists(MARKER)
 
@@ -210,7 +211,7 @@ def test_truncated_empty_foreign_and_other_version_files_are_clear_errors(tmp_pa
     for cut in (0, 10, 500, len(data) // 2, len(data) - 1):
         truncated = tmp_path / f"truncated{cut}.pt"
         truncated.write_bytes(data[:cut])
-        with pytest.raises(CheckpointError, match=f"{truncated.name}.*(cannot be read safely|corrupt)"):
+        with pytest.raises(CheckpointError, match=f"{truncated.name}.*(cannot be used|corrupt)"):
             load_checkpoint(truncated)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
@@ -227,6 +228,25 @@ def test_truncated_empty_foreign_and_other_version_files_are_clear_errors(tmp_pa
             load_checkpoint(other)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("content", ["garbage", "truncated", "object"])
+def test_an_unusable_file_is_explained_in_mocokits_words_never_with_advice_to_load_unsafely(tmp_path, content):
+    path = tmp_path / "last.pt"
+    if content == "object":  # a pickled object other than tensors and plain values
+        torch.save({"format": "mocokit-checkpoint", "model": argparse.Namespace(lr=0.1)}, path)
+    else:
+        data = save_checkpoint(path, {"model": {"w": torch.randn(1000)}}).read_bytes()
+        path.write_bytes(b"not a checkpoint at all " * 40 if content == "garbage" else data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint {path} cannot be used: ") and message.endswith(".")
+    assert "weights_only" not in message and "trust" not in message and "resume" not in message
+    if content == "object":
+        assert "argparse.Namespace" in message and "could run code" in message
+    else:
+        assert "not a complete checkpoint file" in message
 
 
 def test_rng_states_survive_a_checkpoint(tmp_path):

@@ -85,3 +85,13 @@ def test_none_refuses_a_folder_with_any_checkpoint_and_a_path_must_exist(tmp_pat
     damage(folder / "previous.pt", "truncated")
     with pytest.raises(CheckpointError, match="previous.pt"):  # a chosen file has no fallback
         load_resume_checkpoint(tmp_path, str(folder / "previous.pt"))
+
+
+def test_a_damaged_resume_path_says_to_resume_from_another_checkpoint(tmp_path):
+    folder = run_with_checkpoints(tmp_path / "run", [1, 2])
+    damage(folder / "last.pt", "truncated")
+    with pytest.raises(CheckpointError) as caught:
+        load_resume_checkpoint(tmp_path / "run", str(folder / "last.pt"))
+    message = str(caught.value)
+    assert "not a complete checkpoint file" in message and "Resume from another checkpoint" in message
+    assert "weights_only" not in message

@@ -38,7 +38,8 @@ def register(commands) -> None:
                     "(load_state_dict(strict=True) works; the printed code builds that model), or the whole MoCo "
                     "model (--format moco). See docs/export.md.",
     )
-    parser.add_argument("run", help="a run folder (its checkpoints/last.pt) or a checkpoint file")
+    parser.add_argument("run", help="a run folder (its newest intact checkpoint: checkpoints/last.pt, else "
+                        "previous.pt, as resume=auto) or a checkpoint file")
     parser.add_argument("--format", required=True, choices=FORMATS, help="target library (moco: the whole model)")
     parser.add_argument("--out", required=True, type=Path, help="the .safetensors file to write")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,10 @@ class Encoder:
         return backbone
 
 
-def pretrained_encoder(run_or_checkpoint: str | Path, overrides: list[str]) -> Encoder:
-    """The backbone of a run folder (its checkpoints/last.pt) or of a checkpoint file."""
-    loaded = load_pretrained(run_or_checkpoint, overrides)
+def pretrained_encoder(run_or_checkpoint: str | Path, overrides: list[str],
+                       say: Callable[[str], None] = print) -> Encoder:
+    """The backbone of a run folder (its newest intact checkpoint) or of a checkpoint file."""
+    loaded = load_pretrained(run_or_checkpoint, overrides, say)
     return Encoder("pretrained", loaded.config, loaded.backbone, loaded.checkpoint, loaded.step)
 
 

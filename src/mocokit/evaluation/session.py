@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from mocokit.evaluation.datasets import LabelledSplit, labelled_source, test_spl
 from mocokit.evaluation.encoders import Encoder, pretrained_encoder, random_encoder, run_folder
 from mocokit.features import extract_features
 from mocokit.files import write_text_atomically
+from mocokit.training.run_config import load_config
 from mocokit.training.runtime import autocast_factory, resolve_device, resolve_precision
 
 CACHE_DIR = "cache"
@@ -113,7 +114,7 @@ def open_session(run_or_checkpoint: str | Path, overrides: Sequence[str],
     YAML file; when None, `default_protocols(encoder)`) then the evaluation overrides. Both kinds of override come
     in one list; a key of neither config is a ConfigError."""
     run_overrides, eval_overrides = split_overrides(overrides)
-    encoder = pretrained_encoder(run_or_checkpoint, run_overrides)
+    encoder = pretrained_encoder(run_or_checkpoint, run_overrides, echo)
     protocols = [protocol] if protocol else default_protocols(encoder)
     config = load_eval_config(protocols, eval_overrides)
     cfg = encoder.config
@@ -124,13 +125,16 @@ def open_session(run_or_checkpoint: str | Path, overrides: Sequence[str],
                        protocols=protocols)
 
 
-def random_init_session(session: EvalSession, config_source: str | Path, overrides: Sequence[str]) -> EvalSession:
-    """The same evaluation of the network of `config_source` (a preset or YAML file, with the run-config overrides
-    of the same command line) at random initialisation, seeded by eval.seed. Its features are not cached."""
-    run_overrides, _ = split_overrides(overrides)
-    encoder = random_encoder(config_source, run_overrides, session.config.eval.seed)
-    if to_tree(encoder.config.model) != to_tree(session.encoder.config.model):
+def random_init_session(session: EvalSession, config_source: str | Path) -> EvalSession:
+    """The same evaluation at random initialisation of the network of `config_source` (a preset or YAML file): its
+    `model` section, with everything else (data, overrides included, train.seed, precision) from the run's config,
+    initialised as a pretraining run of that config starts (`random_encoder`). With the run's own config this is
+    the network pretraining started from, the one its kNN baseline measured. Its features are not cached.
+    ConfigError for a config that cannot be loaded, before anything is computed."""
+    model = load_config(config_source).model
+    if to_tree(model) != to_tree(session.encoder.config.model):
         session.echo(f"note: --random-init {config_source} builds another model than the run's; the comparison is "
                      "not of the same network")
+    encoder = random_encoder(replace(session.encoder.config, model=model))
     return EvalSession(encoder, session.config, session.device, None, session.output_dir, session.echo,
                        protocols=session.protocols, sources=session.sources)

@@ -26,6 +26,7 @@ import hashlib
 import io
 import os
 import random
+import re
 import shutil
 import struct
 import tempfile
@@ -286,18 +287,15 @@ def _feed(hasher, value: Any) -> None:
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a mocokit checkpoint safely; CheckpointError, naming the file, for a missing, truncated, corrupt
-    (checksum mismatch), foreign or other-version file, and for a pickle that asks to run code."""
+    (checksum mismatch), foreign or other-version file, and for a pickle that asks to run code. The message says what
+    is wrong with the file; what to do depends on the caller (resume, evaluate, export), which adds it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # zip/pickle errors, or a pickle that asks for code: all mean "not usable"
-        first_line = (str(error).splitlines() or [""])[0][:200]
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read safely ({type(error).__name__}: {first_line}). "
-            "It may be truncated, corrupt, or not a mocokit checkpoint; resume from another one."
-        ) from None
+        raise CheckpointError(f"checkpoint {path} cannot be used: {_unreadable(error)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a mocokit checkpoint (no '{FORMAT}' marker)")
     version = payload.get("format_version")
@@ -310,9 +308,21 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     if not isinstance(expected, str) or payload_digest(payload) != expected:
         raise CheckpointError(
             f"checkpoint {path} is corrupt: its content does not match its checksum (a damaged disk or an edited "
-            "file). Resume from another checkpoint (resume=auto falls back to previous.pt)."
+            "file)."
         )
     return payload
+
+
+def _unreadable(error: Exception) -> str:
+    """What a failed safe load means, in mocokit's words. torch's own text is not passed on: it is long, and it
+    suggests loading with the safety off, which mocokit never does (a checkpoint holds tensors and plain values)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))  # the pickle names a class or function
+    if found:
+        return (f"it holds an object other than tensors and plain values ({found.group(1)}), which mocokit does not "
+                "load, since loading it could run code from the file. mocokit never writes such objects: this file "
+                "was written by another program or altered.")
+    return ("it is not a complete checkpoint file (truncated, damaged, or another kind of file), so its content "
+            "cannot be read.")
 
 
 # ------------------------------------------------------------------------------------------------ RNG states

@@ -44,6 +44,18 @@ def checkpoint_candidates(run_dir: Path) -> list[Path]:
     return [p for p in (folder / LAST, folder / PREVIOUS, *copies) if p.is_file()]
 
 
+def newest_intact_checkpoint(run_dir: Path) -> tuple[Path | None, dict[str, Any] | None, list[str]]:
+    """The first of `checkpoint_candidates(run_dir)` that reads back intact and its payload, with the messages of
+    the damaged files skipped before it; (None, None, messages) when none is intact or there is none."""
+    skipped: list[str] = []
+    for path in checkpoint_candidates(run_dir):
+        try:
+            return path, load_checkpoint(path), skipped
+        except CheckpointError as error:
+            skipped.append(str(error))
+    return None, None, skipped
+
+
 def load_resume_checkpoint(run_dir: Path, resume: str,
                            say: Callable[[str], None] = print) -> tuple[Path | None, dict[str, Any] | None]:
     """The checkpoint a run continues from, and its payload:
@@ -62,15 +74,13 @@ def load_resume_checkpoint(run_dir: Path, resume: str,
         path = Path(resume)
         if not path.is_file():
             raise FileNotFoundError(f"resume={resume}: no such checkpoint file (use auto, none, or a checkpoint path)")
-        return path, load_checkpoint(path)
-    candidates = checkpoint_candidates(run_dir)
-    skipped: list[str] = []
-    for path in candidates:
         try:
-            payload = load_checkpoint(path)
+            return path, load_checkpoint(path)
         except CheckpointError as error:
-            skipped.append(str(error))
-            continue
+            raise CheckpointError(f"{error} Resume from another checkpoint (resume=auto continues from the newest "
+                                  "intact one of the run: last.pt, previous.pt, then the epoch copies).") from None
+    path, payload, skipped = newest_intact_checkpoint(run_dir)
+    if path is not None:
         if skipped:
             say(f"resume=auto: using {path}, the newest intact checkpoint; skipped {len(skipped)} damaged: "
                 + " | ".join(skipped))
