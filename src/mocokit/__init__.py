@@ -4,6 +4,7 @@
     cfg = mocokit.load_config("v2-cifar10", overrides=["model.queue_size=1024"])
     model = mocokit.build_model(cfg)
     out = model(view1, view2)  # train mode: one MoCo step; out["loss"].backward()
+    encoder = mocokit.load_encoder("runs/demo")  # a run's backbone, eval mode; encoder.preprocess(pil_image)
 
 `import mocokit` imports no heavy library: the names below are imported when first used (so `mocokit --help`
 answers at once; the layers and this promise are checked in tests/test_layers.py).
@@ -22,9 +23,11 @@ _LAZY = {
     "ConfigError": "mocokit.errors",
     "MoCo": "mocokit.models.moco",
     "build_model": "mocokit.models.build",
+    "load_run": "mocokit.evaluation.pretrained",
+    "load_encoder": "mocokit.evaluation.pretrained",
 }
 
-__all__ = ["Config", "ConfigError", "MoCo", "__version__", "build_model", "load_config"]
+__all__ = ["Config", "ConfigError", "MoCo", "__version__", "build_model", "load_config", "load_encoder", "load_run"]
 
 
 def __getattr__(name: str):

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 
 from mocokit.config.loader import apply_overrides, build_dataclass
+from mocokit.data import DataConfig, get_recipe
+from mocokit.data.per_image import eval_transform
 from mocokit.errors import ConfigError
 from mocokit.models import MoCo, build_model
 from mocokit.training.checkpoint import LAST, CheckpointError, PretrainCheckpoint, load_checkpoint
@@ -72,3 +74,44 @@ def load_pretrained(run_or_checkpoint: str | Path, overrides: list[str] | None =
     model = build_model(config)
     model.load_state_dict(saved.model)
     return Pretrained(config, model.eval(), path, saved.step)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What an encoder expects of an image, as its run saw it: brought to image_size × image_size (resize and centre
+    crop), scaled to [0, 1], normalised with mean/std. Calling it on a PIL image gives that float tensor 3×S×S (the
+    run's evaluation transform, also used by knn and linear)."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    transform: Callable  # PIL image -> float tensor 3×image_size×image_size
+
+    @classmethod
+    def of(cls, data: DataConfig) -> Preprocessing:
+        recipe = get_recipe(data.recipe)
+        return cls(data.image_size, tuple(recipe.mean), tuple(recipe.std), eval_transform(recipe, data.image_size))
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.transform(image)
+
+
+def load_run(run: str | Path, overrides: list[str] | None = None) -> Pretrained:
+    """Everything a pretraining run produced, from a run folder (its newest intact checkpoint) or a checkpoint file:
+    `.config`, `.model` (the MoCo model in eval mode, on the CPU), `.backbone`, `.checkpoint` (the file read) and
+    `.step`. `overrides` as for `load_pretrained`."""
+    return load_pretrained(run, overrides)
+
+
+def load_encoder(run: str | Path) -> torch.nn.Module:
+    """The pretrained backbone of a run folder or checkpoint file, in eval mode on the CPU: images N×3×S×S ->
+    features N×`num_features`. Its `preprocess` attribute (a `Preprocessing`) holds the image size, mean and std
+    of the run and turns a PIL image into the tensor the backbone expects:
+
+        encoder = mocokit.load_encoder("runs/demo")
+        features = encoder(encoder.preprocess(image)[None])  # 1×D
+    """
+    loaded = load_pretrained(run)
+    encoder = loaded.backbone.eval()
+    encoder.preprocess = Preprocessing.of(loaded.config.data)
+    return encoder
