@@ -6,10 +6,21 @@ import argparse
 import sys
 
 from mocokit._version import __version__
-from mocokit.commands import embed, experiment, export, finetune, knn, linear, presets, pretrain, transfer
+from mocokit.commands import (
+    config,
+    embed,
+    experiment,
+    export,
+    finetune,
+    knn,
+    linear,
+    presets,
+    pretrain,
+    transfer,
+)
 
 # in the order `mocokit --help` lists them
-COMMANDS = [pretrain, knn, linear, finetune, transfer, export, embed, experiment, presets]
+COMMANDS = [pretrain, knn, linear, finetune, transfer, export, embed, experiment, config, presets]
 
 EXIT_USER_ERROR = 2  # a bad config, bad data, an unusable checkpoint or run folder: nothing was trained or written
 # The loss diverged, or a checkpoint could not be written (disk full, folder made read-only) while training: the
