@@ -4,7 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mocokit.losses import batch_contrastive_loss, contrastive_accuracy, info_nce_in_batch, info_nce_with_queue
+from mocokit.losses import (
+    batch_contrastive_loss,
+    contrastive_accuracy,
+    debiased_info_nce,
+    info_nce,
+    info_nce_in_batch,
+    info_nce_with_queue,
+    logits_with_queue,
+)
 
 
 def unit(*shape):
@@ -91,3 +99,79 @@ def test_2t_factor_makes_the_logit_gradient_independent_of_temperature():
 def test_accuracy_counts_rows_whose_argmax_is_the_target():
     logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 1.0, 5.0], [9.0, 0.0, 0.0]])
     assert contrastive_accuracy(logits, torch.tensor([0, 1, 1, 2])).item() == pytest.approx(0.5)
+
+
+def slow_multi_positive(logits, positives):
+    """−(1/|P|) Σ_{p∈P} log(e^{l_p} / Σ_j e^{l_j}) per row, averaged: the attraction loss, one row at a time."""
+    total = 0.0
+    for row, chosen in zip(logits.tolist(), positives.tolist()):
+        finite = [math.exp(v) for v in row if v != float("-inf")]
+        denominator = sum(finite)
+        terms = [-math.log(math.exp(v) / denominator) for v, p in zip(row, chosen) if p]
+        total += sum(terms) / len(terms)
+    return total / len(logits)
+
+
+def slow_debiased(logits, targets, tau_plus, temperature):
+    """Chuang et al. 2020, eq. 9, one query at a time in plain floats (negatives at −∞ are not there)."""
+    total = 0.0
+    for row, target in zip(logits.tolist(), targets.tolist()):
+        positive = math.exp(row[target])
+        negatives = [math.exp(v) for j, v in enumerate(row) if j != target and v != float("-inf")]
+        m = len(negatives)
+        g = max((sum(negatives) / m - tau_plus * positive) / (1 - tau_plus), math.exp(-1 / temperature))
+        total += -math.log(positive / (positive + m * g))
+    return total / len(logits)
+
+
+def test_an_excluded_negative_is_as_if_it_were_not_in_the_queue():
+    q, k, queue = unit(4, 8), unit(4, 8), unit(10, 8)
+    exclude = torch.zeros(4, 10, dtype=torch.bool)
+    exclude[0, 3] = exclude[2, 7] = exclude[2, 8] = True
+    logits, targets = logits_with_queue(q, k, queue, 0.2, exclude=exclude)
+    loss = info_nce(logits, targets)
+    expected = sum(slow_info_nce(q[i:i + 1], k[i:i + 1], queue[~exclude[i]], 0.2) for i in range(4)) / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    # and the gradient is that of the smaller queue: an excluded slot pulls nothing
+    q0 = q[:1].clone().requires_grad_(True)
+    info_nce(*logits_with_queue(q0, k[:1], queue, 0.2, exclude=exclude[:1])).backward()
+    q1 = q[:1].clone().requires_grad_(True)
+    info_nce(*logits_with_queue(q1, k[:1], queue[~exclude[0]], 0.2)).backward()
+    torch.testing.assert_close(q0.grad, q1.grad)
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.5])
+def test_several_positives_per_row_equal_the_slow_attraction_loss(temperature):
+    logits = torch.randn(5, 9, dtype=torch.float64) / temperature
+    logits[1, 4] = float("-inf")  # an eliminated negative next to the attracted ones
+    positives = torch.zeros(5, 9, dtype=torch.bool)
+    positives[:, 0] = True
+    positives[0, 2] = positives[3, 5] = positives[3, 6] = True
+    assert info_nce(logits, positives).item() == pytest.approx(slow_multi_positive(logits, positives), rel=1e-9)
+    single = torch.zeros(5, dtype=torch.long)  # one positive each: the plain cross-entropy
+    only_first = torch.zeros_like(positives)
+    only_first[:, 0] = True
+    assert info_nce(logits, only_first).item() == pytest.approx(info_nce(logits, single).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("tau_plus,temperature", [(0.0, 0.2), (0.1, 0.2), (0.3, 0.07), (0.1, 1.0)])
+def test_debiased_loss_equals_the_papers_formula(tau_plus, temperature):
+    q, k = unit(6, 8), unit(6, 8)
+    logits, targets = logits_with_queue(q, k, unit(20, 8), temperature)
+    logits = logits.clone()
+    logits[2, 5] = float("-inf")  # a masked slot is not a negative
+    value = debiased_info_nce(logits, targets, tau_plus, temperature)
+    assert value.item() == pytest.approx(slow_debiased(logits, targets, tau_plus, temperature), rel=1e-9)
+
+
+def test_debiased_with_no_class_prior_is_info_nce_unless_the_floor_binds():
+    logits, targets = logits_with_queue(unit(6, 8), unit(6, 8), unit(20, 8), 0.2)
+    # τ⁺ = 0: g is the negatives' mean, M·g their sum, i.e. InfoNCE, as long as that mean is above e^(−1/T)
+    assert debiased_info_nce(logits, targets, 0.0, 0.2).item() == pytest.approx(info_nce(logits, targets).item(),
+                                                                                rel=1e-9)
+
+
+def test_accuracy_with_several_positives_counts_any_of_them():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.0]])
+    positives = torch.tensor([[True, True, False], [False, False, True]])
+    assert contrastive_accuracy(logits, positives).item() == 0.5

@@ -46,6 +46,7 @@ def test_end_to_end_loss_is_in_batch_info_nce_of_one_encoder_and_trains_the_keys
 def test_memory_bank_reads_stored_positives_and_refreshes_only_the_batch_entries():
     torch.manual_seed(0)
     model = build_model(ModelConfig(version="v2", dictionary="memory_bank", shuffle_bn=False, symmetric=False,
+                                    mask_own_keys=False,
                                     **SMALL), dataset_size=40)
     assert isinstance(model.dictionary, MemoryBank) and model.memory_bank.negatives == 16
     assert model.needs_indices and model.momentum_encoder is None

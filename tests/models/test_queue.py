@@ -1,6 +1,8 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
+from mocokit.losses import info_nce_with_queue
 from mocokit.models.queue import Queue
 
 
@@ -38,7 +40,7 @@ def test_queue_and_pointer_are_persistent_state():
     queue.enqueue_(torch.randn(3, 4))
     queue.end_step()
     state = queue.state_dict()
-    assert set(state) == {"keys", "ptr"}
+    assert set(state) == {"keys", "ptr", "ids"}
     restored = Queue(10, 4)
     restored.load_state_dict(state)
     assert int(restored.ptr) == 3 and torch.equal(restored.keys, queue.keys)
@@ -117,3 +119,47 @@ def test_writing_the_queue_between_forward_and_backward_is_an_autograd_error_not
     queue.end_step()  # too early: before the backward
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         logits.square().sum().backward()
+
+
+def test_each_key_keeps_its_images_index_through_wraps_and_checkpoints():
+    queue = Queue(7, 2)
+    batches = [(torch.randn(3, 2), torch.arange(3) + 10 * step) for step in range(4)]  # 12 keys, wrapping at 7
+    for keys, ids in batches:
+        queue.enqueue_(keys, ids)
+        queue.end_step()
+    key_slots, ptr = fifo_reference(7, [keys for keys, _ in batches])
+    id_slots, _ = fifo_reference(7, [ids for _, ids in batches])
+    assert int(queue.ptr) == ptr
+    for i in range(7):
+        torch.testing.assert_close(queue.keys[i], key_slots[i])
+        assert int(queue.ids[i]) == int(id_slots[i])
+    restored = Queue(7, 2)
+    restored.load_state_dict(queue.state_dict())
+    assert torch.equal(restored.ids, queue.ids)
+
+
+def test_a_checkpoint_from_before_identities_loads_with_unknown_ones():
+    queue = Queue(5, 2)
+    old_state = {"keys": torch.randn(5, 2), "ptr": torch.tensor(3)}  # what earlier versions saved
+    queue.load_state_dict(old_state)
+    assert torch.equal(queue.keys, old_state["keys"]) and int(queue.ptr) == 3
+    assert torch.equal(queue.ids, torch.full((5,), -1))
+
+
+def test_masking_a_slot_equals_removing_it_from_the_queue():
+    """Own-key masking: the loss (and its gradient) of queries whose image has keys in the queue is that of the
+    same queue with those slots taken out, built by hand."""
+    queue = Queue(6, 4, mask_own_keys=True)
+    keys = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=1)
+    queue.keys = keys.clone()
+    queue.ids = torch.tensor([5, 1, 9, 5, 2, 7])
+    indices = torch.tensor([5, 2, 3])  # image 5 has two stale keys, image 2 one, image 3 none
+    q = F.normalize(torch.randn(3, 4, dtype=torch.float64), dim=1)
+    k = F.normalize(torch.randn(3, 4, dtype=torch.float64), dim=1)
+    queue._own = indices[:, None] == queue.ids[None, :]
+    logits, targets = queue.logits(q, k, temperature=0.1)
+    for i, image in enumerate(indices.tolist()):
+        kept = keys[queue.ids != image]
+        expected = info_nce_with_queue(q[i:i + 1], k[i:i + 1], kept, 0.1)[0]
+        torch.testing.assert_close(F.cross_entropy(logits[i:i + 1], targets[i:i + 1]), expected)
+    assert queue.step_stats()["own_key_rate"].item() == pytest.approx(2 / 3)

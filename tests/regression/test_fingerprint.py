@@ -36,7 +36,9 @@ DATASET_SIZE = 40  # the memory bank's rows; indices of the fixed batches cycle 
 SMALL_RESNET = ["model.width=0.125", "model.hidden_dim=64", "model.dim=32", "model.queue_size=24"]
 SMALL_VIT = ["model.image_size=16", "model.patch_size=8", "model.backbone_args={depth: 2}", "model.hidden_dim=64",
              "model.dim=32"]
-SHORT = ["optim.warmup_epochs=1", "train.batch_size=16"]
+# model.mask_own_keys (added after the recording, on by default) off: the recorded algorithm
+SHORT = ["optim.warmup_epochs=1", "train.batch_size=16", "model.mask_own_keys=false"]
+ADDED_STATE = ("queue.ids",)  # state added after the recording (the queue's key identities)
 
 # name -> (preset, overrides, input side in pixels)
 CASES: dict[str, tuple[str, list[str], int]] = {
@@ -93,6 +95,8 @@ def state_summary(model: torch.nn.Module) -> dict[str, list[float]]:
     """Per top-level part of the state dict: [sum, sum of squares] in float64."""
     parts: dict[str, list[float]] = {}
     for key, tensor in model.state_dict().items():
+        if key in ADDED_STATE:
+            continue
         if not tensor.is_floating_point():
             tensor = tensor.double()
         part = key.split(".")[0]
@@ -105,6 +109,8 @@ def state_summary(model: torch.nn.Module) -> dict[str, list[float]]:
 def state_digest(losses: list[float], model: torch.nn.Module) -> str:
     digest = hashlib.sha256(json.dumps([float.hex(x) for x in losses]).encode())
     for key, tensor in sorted(model.state_dict().items()):
+        if key in ADDED_STATE:
+            continue
         digest.update(key.encode())
         digest.update(tensor.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

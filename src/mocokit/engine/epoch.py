@@ -55,6 +55,11 @@ class EpochResult:
     seconds: float
     stopped_early: bool  # train.stop_at_step reached, or a graceful stop was requested
     skipped: int = 0  # steps not applied (train.on_nonfinite=skip); loss_sum and accuracy_sum leave them out
+    stats_sum: dict[str, float] = field(default_factory=dict)  # the steps' other outputs (own_key_rate), summed
+
+    @property
+    def mean_stats(self) -> dict[str, float]:
+        return {name: total / max(self.steps - self.skipped, 1) for name, total in self.stats_sum.items()}
 
     @property
     def mean_loss(self) -> float:
@@ -104,9 +109,9 @@ def train_one_epoch(run_step: StepRunner, loader: Iterable, first_step: int, sch
         if stop:
             break
     watch.raise_if_any()
-    loss_sum, accuracy_sum = totals.reduced()
+    loss_sum, accuracy_sum, stats_sum = totals.reduced()
     return EpochResult(step - first_step, loss_sum, accuracy_sum, time.perf_counter() - start,
-                       stopped_early=hooks.stops_after(step), skipped=totals.skipped)
+                       stopped_early=hooks.stops_after(step), skipped=totals.skipped, stats_sum=stats_sum)
 
 
 def _log_record(result: StepResult, lr: float, momentum: float, images_per_s: float) -> dict:
@@ -117,6 +122,8 @@ def _log_record(result: StepResult, lr: float, momentum: float, images_per_s: fl
         "momentum": momentum,
         "images_per_s": images_per_s,
     }
+    for name, value in result.stats.items():
+        record[name] = distributed.all_reduce_mean(value.float()).item()
     if result.grad_norm is not None:
         record["grad_norm"] = {name: value.item() for name, value in result.grad_norm.items()}
     return record
@@ -128,6 +135,7 @@ class _Totals:
 
     loss: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
     accuracy: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
     skipped: int = 0
 
     def add(self, result: StepResult) -> None:
@@ -138,10 +146,13 @@ class _Totals:
             self.loss, self.accuracy = self.loss.to(result.loss.device), self.accuracy.to(result.loss.device)
         self.loss += result.loss.float()
         self.accuracy += result.accuracy
+        for name, value in result.stats.items():
+            self.stats[name] = self.stats.get(name, 0.0) + value.double()
 
-    def reduced(self) -> tuple[float, float]:
+    def reduced(self) -> tuple[float, float, dict[str, float]]:
         """The sums averaged over the processes."""
-        return float(distributed.all_reduce_mean(self.loss)), float(distributed.all_reduce_mean(self.accuracy))
+        stats = {name: float(distributed.all_reduce_mean(value)) for name, value in self.stats.items()}
+        return float(distributed.all_reduce_mean(self.loss)), float(distributed.all_reduce_mean(self.accuracy)), stats
 
 
 class _NonFiniteWatch:

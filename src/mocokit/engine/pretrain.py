@@ -406,7 +406,7 @@ class Pretraining:
         state.epochs_done += 1
         record = {"kind": "epoch", "epoch": state.epochs_done, "step": state.steps_done,
                   "loss": result.mean_loss, "accuracy": result.mean_accuracy,
-                  "epoch_seconds": result.seconds, "knn_top1": None, "knn_top5": None}
+                  "epoch_seconds": result.seconds, "knn_top1": None, "knn_top5": None, **result.mean_stats}
         if result.skipped:
             record["skipped_steps"] = result.skipped
         knn = None

@@ -24,6 +24,7 @@ class StepResult:
     finite: torch.Tensor  # 0-dim bool: the loss and (without a loss scaler) every gradient were finite
     skipped: bool = False  # train.on_nonfinite=skip: the update was not applied, nothing reached the dictionary
     grad_norm: dict[str, torch.Tensor] | None = None  # the watched parameters' gradient norms, when measured
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # the model's other outputs (e.g. own_key_rate)
 
 
 @dataclass
@@ -96,7 +97,8 @@ class StepRunner:
         finite = torch.isfinite(loss.detach())
         if self.scaler is None:
             finite = finite & gradients_finite(self._trained_params)
-        result = StepResult(loss.detach(), out["accuracy"], finite)
+        stats = {name: value.detach() for name, value in out.items() if name not in ("loss", "accuracy")}
+        result = StepResult(loss.detach(), out["accuracy"], finite, stats=stats)
         if self.skip_nonfinite and not all_ranks_true(finite):
             self.optimizer.zero_grad(set_to_none=True)
             self.moco.discard_step()  # nothing of a step that is not applied reaches the queue or memory bank

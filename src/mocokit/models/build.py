@@ -11,6 +11,7 @@ from mocokit import distributed
 from mocokit.models.backbones import backbone_family, build_backbone, has_batch_statistics
 from mocokit.models.config import ModelConfig
 from mocokit.models.dictionaries import BatchNegatives, Dictionary, EndToEnd
+from mocokit.models.false_negatives import FalseNegativeCancellation
 from mocokit.models.heads import v1_head, v2_head, v3_predictor, v3_projector
 from mocokit.models.memory_bank import MemoryBank
 from mocokit.models.moco import MoCo
@@ -21,14 +22,21 @@ from mocokit.models.sync_bn import sync_batch_norms
 V3_HIDDEN_DIM = 4096
 
 
+def _cancellation(cfg: ModelConfig) -> FalseNegativeCancellation | None:
+    if cfg.false_negatives == "none":
+        return None
+    return FalseNegativeCancellation(cfg.false_negatives, cfg.false_negative_top_k, cfg.false_negative_start_step)
+
+
 def _queue(cfg: ModelConfig, dataset_size: int | None) -> Dictionary:
-    return Queue(cfg.queue_size, cfg.dim)
+    return Queue(cfg.queue_size, cfg.dim, mask_own_keys=cfg.mask_own_keys, cancellation=_cancellation(cfg))
 
 
 def _memory_bank(cfg: ModelConfig, dataset_size: int | None) -> Dictionary:
     if dataset_size is None:
         raise ValueError("model.dictionary=memory_bank needs the dataset size: build_model(cfg, dataset_size=N)")
-    return MemoryBank(dataset_size, cfg.dim, negatives=cfg.queue_size)
+    return MemoryBank(dataset_size, cfg.dim, negatives=cfg.queue_size, mask_own_keys=cfg.mask_own_keys,
+                      cancellation=_cancellation(cfg))
 
 
 # model.dictionary (v1/v2) -> its builder; MoCo v3 always takes its negatives from the batch (BatchNegatives)
@@ -64,7 +72,8 @@ def build_model(cfg, dataset_size: int | None = None) -> MoCo:
     model = MoCo(backbone, head, predictor, dictionary, temperature=model_cfg.temperature,
                  momentum=model_cfg.momentum,
                  symmetric=model_cfg.symmetric or not model_cfg.uses_queue,  # v3's loss is always symmetric
-                 shuffle_bn=model_cfg.shuffle_bn and model_cfg.uses_queue)
+                 shuffle_bn=model_cfg.shuffle_bn and model_cfg.uses_queue, loss=model_cfg.loss,
+                 loss_settings={"tau_plus": model_cfg.tau_plus})
     _sync_bn_across_processes(model, model_cfg)
     return model
 

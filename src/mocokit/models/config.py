@@ -40,6 +40,16 @@ class ModelConfig:
     # v1/v2 dictionary (MoCo paper, figure 2): "queue" (MoCo), "end_to_end" (negatives = the rest of the batch, keys
     # from the query encoder with gradients) or "memory_bank" (one stored feature per image, K drawn per step)
     dictionary: Literal["queue", "end_to_end", "memory_bank"] = "queue"
+    # queue / memory bank: remove from each query's negatives the stored keys of its own image (older views of it; a
+    # query meets one with probability about K/N). false: the papers' loss exactly (docs/false-negatives.md)
+    mask_own_keys: bool = True
+    # queue / memory bank: false-negative cancellation (Huynh et al. 2022): per query, the top_k negatives most similar
+    # to its positive key are removed from the softmax ("eliminate") or counted as positives ("attract")
+    false_negatives: Literal["none", "eliminate", "attract"] = "none"
+    false_negative_top_k: int = 5
+    false_negative_start_step: int = 0  # steps before the cancellation acts (a young encoder's similarities are noise)
+    loss: Literal["infonce", "debiased"] = "infonce"  # debiased: Chuang et al. 2020, negatives corrected by tau_plus
+    tau_plus: float = 0.1  # debiased loss: the prior probability that a negative shares the query's class
     symmetric: bool = False  # v1/v2: also swap the views and add the second loss term (as the CIFAR demo)
     shuffle_bn: bool = True  # v1/v2: shuffle BN against the batch-statistics shortcut
     # BatchNorm groups over the global batch (each group has its own batch statistics). On one device this is what
@@ -78,6 +88,18 @@ class ModelConfig:
         if self.dictionary != "queue" and not self.uses_queue:
             raise ValueError(f"model.dictionary={self.dictionary} is for MoCo v1/v2; v3 takes its negatives from the "
                              "batch (use model.dictionary=queue, the default)")
+        if self.false_negative_top_k < 1:
+            raise ValueError(f"model.false_negative_top_k must be >= 1, got {self.false_negative_top_k}")
+        if self.false_negative_start_step < 0:
+            raise ValueError(f"model.false_negative_start_step must be >= 0, got {self.false_negative_start_step}")
+        if not 0.0 <= self.tau_plus < 1.0:
+            raise ValueError(f"model.tau_plus must be in [0, 1), got {self.tau_plus}")
+        if self.false_negatives != "none" and not (self.uses_queue and self.dictionary in ("queue", "memory_bank")):
+            raise ValueError("model.false_negatives needs stored negatives: MoCo v1/v2 with model.dictionary=queue or "
+                             "memory_bank (v3 and end_to_end take their negatives from the batch)")
+        if self.false_negatives == "attract" and self.loss == "debiased":
+            raise ValueError("model.loss=debiased takes one positive per query: use model.false_negatives=eliminate "
+                             "or none with it")
         if self.uses_queue and self.shuffle_bn and self.sync_bn == "all":
             raise ValueError(
                 "model.sync_bn=all with model.shuffle_bn on would share batch statistics across the processes that "

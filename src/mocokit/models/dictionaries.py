@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mocokit import distributed
-from mocokit.losses import logits_in_batch
+from mocokit.losses import logits_in_batch, logits_with_queue
+from mocokit.models.false_negatives import FalseNegativeCancellation
 
 if TYPE_CHECKING:
     from mocokit.models.moco import MoCo
@@ -64,6 +65,47 @@ class Dictionary(nn.Module):
 
     def discard_step(self) -> None:
         """Drop what was staged: the step was not applied (train.on_nonfinite=skip)."""
+
+    def step_stats(self) -> dict[str, torch.Tensor]:
+        """Detached 0-dim tensors about the last forward, logged beside the loss (none by default)."""
+        return {}
+
+
+class StoredNegatives(Dictionary):
+    """A dictionary whose negatives are stored keys that know the dataset index of their image (the queue, the
+    memory bank). It can remove from a query's negatives the stale keys of the query's own image (`mask_own_keys`:
+    with K a sizeable fraction of the dataset N, a query meets one of them with probability about K/N) and cancel
+    likely false negatives (models/false_negatives.py). Subclasses set `self._own` (N×K bool, the slots holding the
+    query's own image) in `positive_keys`, or leave it None when the images' indices are unknown."""
+
+    needs_indices = True  # the identities of the keys
+
+    def __init__(self, mask_own_keys: bool = False, cancellation: FalseNegativeCancellation | None = None) -> None:
+        super().__init__()
+        self.mask_own_keys = mask_own_keys
+        self.cancellation = cancellation
+        if cancellation is not None:  # steps ended so far, for the cancellation's start step (checkpointed)
+            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._own: torch.Tensor | None = None
+
+    def _logits_against(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits N×(1+K), targets) of queries q against their positives k and the stored `negatives` (K×C)."""
+        own = self._own if self.mask_own_keys else None
+        logits, targets = logits_with_queue(q, k, negatives, temperature, exclude=own)  # the positive in column 0
+        if self.cancellation is not None:
+            chosen = self.cancellation.select(k, negatives, own, self.steps)  # N×K
+            logits, targets = self.cancellation.apply(logits, targets, chosen)
+        return logits, targets
+
+    def _count_step(self) -> None:
+        if self.cancellation is not None:
+            self.steps.add_(1)
+
+    def step_stats(self) -> dict[str, torch.Tensor]:
+        if self._own is None:
+            return {}
+        return {"own_key_rate": self._own.any(dim=1).float().mean()}  # queries that met a key of their own image
 
 
 class BatchNegatives(Dictionary):

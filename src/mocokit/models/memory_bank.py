@@ -13,19 +13,20 @@ import torch
 import torch.nn.functional as F
 
 from mocokit import distributed
-from mocokit.losses import logits_with_queue
-from mocokit.models.dictionaries import Dictionary
+from mocokit.models.dictionaries import StoredNegatives
+from mocokit.models.false_negatives import FalseNegativeCancellation
 
 
-class MemoryBank(Dictionary):
+class MemoryBank(StoredNegatives):
     """S×C unit features (a persistent buffer: checkpoints carry the bank), for a dataset of S images."""
 
     name = "memory_bank"
     needs_key_encoder = False
     needs_indices = True
 
-    def __init__(self, dataset_size: int, dim: int, negatives: int, momentum: float = 0.5) -> None:
-        super().__init__()
+    def __init__(self, dataset_size: int, dim: int, negatives: int, momentum: float = 0.5, mask_own_keys: bool = False,
+                 cancellation: FalseNegativeCancellation | None = None) -> None:
+        super().__init__(mask_own_keys, cancellation)
         if negatives < 1 or dataset_size < 2:
             raise ValueError(f"a memory bank needs >= 2 images and >= 1 negative, got {dataset_size} and {negatives}")
         self.register_buffer("features", F.normalize(torch.randn(dataset_size, dim), dim=1))  # S×C, random at start
@@ -39,19 +40,25 @@ class MemoryBank(Dictionary):
             raise ValueError("model.dictionary=memory_bank needs the dataset index of every image: "
                              "call model(view1, view2, indices=...)")
         positives = self.positives(indices)  # N×C: each image's stored feature, the positive of both views
-        self._step_negatives = self.sample_negatives()  # K×C
+        rows = self.sample_rows()  # K
+        self._step_negatives = self.features[rows]  # K×C (a new tensor: the update cannot disturb autograd)
+        self._own = indices.to(rows.device)[:, None] == rows[None, :]  # N×K: draws of the query's own entry
         return [positives] * (2 if symmetric else 1)
 
     def logits(self, q, k, temperature):
-        return logits_with_queue(q, k, self._step_negatives, temperature)  # N×(1+K), the positive in column 0
+        return self._logits_against(q, k, self._step_negatives, temperature)  # N×(1+K), the positive in column 0
+
+    @torch.no_grad()
+    def sample_rows(self) -> torch.Tensor:
+        """K entry indices drawn uniformly with replacement, from the global RNG, which every process advances
+        alike, so all ranks draw the same entries. As in Wu et al., a draw may hit an image of the batch itself
+        (probability about K·N/S per step; model.mask_own_keys removes a query's own entry)."""
+        return torch.randint(self.features.shape[0], (self.negatives,), device=self.features.device)
 
     @torch.no_grad()
     def sample_negatives(self) -> torch.Tensor:
-        """K×C entries drawn uniformly with replacement (a new tensor: the update cannot disturb autograd).
-        Drawn from the global RNG, which every process advances alike, so all ranks draw the same entries. As in Wu
-        et al., a draw may hit an image of the batch itself (probability about K·N/S per step)."""
-        rows = torch.randint(self.features.shape[0], (self.negatives,), device=self.features.device)
-        return self.features[rows]
+        """K×C entries drawn as `sample_rows` (a new tensor)."""
+        return self.features[self.sample_rows()]
 
     @torch.no_grad()
     def positives(self, indices: torch.Tensor) -> torch.Tensor:
@@ -69,6 +76,7 @@ class MemoryBank(Dictionary):
         pending, self._pending = self._pending, []
         for indices, stored in pending:
             self.update_(indices, stored)
+        self._count_step()
 
     def discard_step(self) -> None:
         self._pending = []

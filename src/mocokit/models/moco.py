@@ -39,12 +39,14 @@ class MoCo(nn.Module):
         symmetric: bool = False,
         shuffle_bn: bool = False,
         loss: str = "infonce",
+        loss_settings: dict | None = None,
         share_backbone_call: bool | None = None,
     ) -> None:
         """backbone: images -> N×D (`num_features` = D); head: N×D -> N×C (v1 linear, v2 MLP, v3 projector);
         predictor: v3 only, N×C -> N×C on the query side; dictionary: Queue (v1/v2), BatchNegatives (v3), EndToEnd
         or MemoryBank. symmetric: also swap the views and add the second loss term (v3 always). shuffle_bn: shuffle
-        the key batch across BatchNorm groups. loss: a name in mocokit.losses.LOSSES. share_backbone_call: both views
+        the key batch across BatchNorm groups. loss: a name in mocokit.losses.LOSSES, built with `loss_settings` (e.g.
+        tau_plus) and the temperature. share_backbone_call: both views
         through the backbone in one call when it has no batch statistics (exact; fewer, larger kernels); None: on
         CUDA only, where it pays (docs/benchmarks.md)."""
         super().__init__()
@@ -59,6 +61,7 @@ class MoCo(nn.Module):
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
         self.loss_name = loss
+        self.loss_fn = LOSSES[loss](temperature=temperature, **(loss_settings or {}))  # (logits, targets) -> loss
         self.views_share_backbone = not has_batch_statistics(backbone)  # ViT (LayerNorm only): exact to batch views
         self.share_backbone_call = share_backbone_call
 
@@ -94,7 +97,7 @@ class MoCo(nn.Module):
             momentum_update_(self.momentum_encoder, self.encoder, self.momentum if momentum is None else momentum)
         # [q1(, q2)] unit queries N×C from f_q (and the predictor), [k2(, k1)] the positive key of each
         queries, keys = self.dictionary.queries_and_keys(self, view1, view2, indices, self.symmetric)
-        loss_fn, scale = LOSSES[self.loss_name], self.dictionary.loss_scale(self.temperature)
+        loss_fn, scale = self.loss_fn, self.dictionary.loss_scale(self.temperature)
         terms, accuracies = [], []
         for q, k in zip(queries, keys):
             logits, targets = self.dictionary.logits(q, k, self.temperature)  # N×(1+K) or N×(P·N); targets N
@@ -103,7 +106,7 @@ class MoCo(nn.Module):
             accuracies.append(contrastive_accuracy(logits, targets))
         if self.training:
             self.dictionary.remember(queries, keys, indices)  # written by end_step, after the backward
-        return {"loss": sum(terms), "accuracy": sum(accuracies) / len(accuracies)}
+        return {"loss": sum(terms), "accuracy": sum(accuracies) / len(accuracies), **self.dictionary.step_stats()}
 
     def end_step(self) -> None:
         """End a training step after its backward and optimiser step: write what the step's forwards staged into
