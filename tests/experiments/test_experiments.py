@@ -18,8 +18,9 @@ def images(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("experiment-images"), classes=3, per_class=16)
 
 
-def test_the_issue_s_six_experiments_exist_with_distinct_variant_folders():
-    assert set(EXPERIMENTS) == {"dictionary", "momentum", "shuffle-bn", "vit-stability", "v1-v2-v3", "transfer"}
+def test_the_issues_experiments_exist_with_distinct_variant_folders():
+    assert set(EXPERIMENTS) == {"dictionary", "momentum", "shuffle-bn", "vit-stability", "v1-v2-v3", "transfer",
+                                "false-negatives"}
     for experiment in EXPERIMENTS.values():
         folders = [slug(v.label) for v in experiment.variants]
         assert len(set(folders)) == len(folders) > 1, experiment.name
@@ -40,6 +41,10 @@ def test_every_variant_is_a_valid_config_that_varies_what_the_experiment_says(na
     if name == "vit-stability":
         assert [c.model.freeze_patch_embed for c in configs] == [False, True]
         assert all(c.model.backbone == ("vit_base" if mode == "paper" else "vit_tiny") for c in configs)
+    if name == "false-negatives":  # the headline pair differs in the mask only, the K/N = 1 pair too
+        assert [c.model.mask_own_keys for c in configs[:2]] == [False, True]
+        assert repr(configs[0]).replace("mask_own_keys=False", "") == repr(configs[1]).replace("mask_own_keys=True", "")
+        assert {c.model.false_negatives for c in configs} == {"none", "eliminate", "attract"}
     if name == "v1-v2-v3":
         assert [c.model.version for c in configs] == ["v1", "v2", "v3"]
         budget = {(c.train.epochs, c.train.batch_size, c.data.max_images) for c in configs}

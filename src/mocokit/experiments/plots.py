@@ -65,7 +65,7 @@ def bars(experiment: Experiment, results: list[VariantResult], path: Path) -> Pa
     baselines = [r.random_init_top1 for r in results if r.random_init_top1 is not None]
     if baselines:
         axis.axhline(100 * baselines[0], color="grey", linestyle=":", label="kNN at random init")
-    axis.set_xticks(list(positions), [r.variant.label for r in results])
+    axis.set_xticks(list(positions), [r.variant.label for r in results], rotation=20, ha="right")
     axis.set_ylabel("%")
     axis.grid(axis="y", alpha=0.3)
     axis.legend()
