@@ -1,7 +1,8 @@
 """Two gloo processes against slow one-process references computed here, not against another run of the same code.
 
 - MoCo v2: after the last step, the queue rows written by that step hold normalize(f_k(x)) of the GLOBAL batch (both
-  ranks' images, in rank order), f_k being the momentum encoder of that step (no later step moved it), on both ranks.
+  ranks' images, in rank order), f_k being the momentum encoder of that step (no later step moved it), on both ranks,
+  and the queue's identities are those images' dataset indices, the same on both ranks.
 - MoCo v3: the first step's loss, averaged over the ranks, is the symmetric 2T-scaled loss of the whole global batch
   by hand: every key of both ranks is a negative, and SyncBN normalises over the global batch like one process does.
 """
@@ -34,6 +35,11 @@ def global_views(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
 
 
+def global_indices(step: int) -> torch.Tensor:
+    """The dataset indices of step `step`'s global batch (distinct per step, as a sampler's)."""
+    return torch.arange(WORLD * LOCAL_BATCH) + 100 * step
+
+
 def run_steps(cfg: ModelConfig, steps: int, rank: int, world: int) -> dict:
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -43,7 +49,7 @@ def run_steps(cfg: ModelConfig, steps: int, rank: int, world: int) -> dict:
     losses = []
     for step in range(steps):
         x1, x2 = global_views(step)
-        out = step_model(x1[rows], x2[rows], momentum=M)
+        out = step_model(x1[rows], x2[rows], momentum=M, indices=global_indices(step)[rows])
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
@@ -51,7 +57,7 @@ def run_steps(cfg: ModelConfig, steps: int, rank: int, world: int) -> dict:
         losses.append(distributed.all_reduce_mean(out["loss"].detach()))
     queue = getattr(model, "queue", None)
     return {"losses": torch.stack(losses),
-            "queue": None if queue is None else (queue.keys.clone(), int(queue.ptr)),
+            "queue": None if queue is None else (queue.keys.clone(), int(queue.ptr), queue.ids.clone()),
             "momentum_encoder": {k: v.clone() for k, v in model.momentum_encoder.state_dict().items()}}
 
 
@@ -85,9 +91,11 @@ def test_v2_queue_holds_the_momentum_keys_of_the_whole_global_batch_in_rank_orde
     rows = [(V2_STEPS - 1) * per_step % V2.queue_size + i for i in range(per_step)]
     rows = [r % V2.queue_size for r in rows]
     for rank in range(WORLD):
-        keys, ptr = two_processes[rank]["v2"]["queue"]
+        keys, ptr, ids = two_processes[rank]["v2"]["queue"]
         assert ptr == V2_STEPS * per_step % V2.queue_size
         torch.testing.assert_close(keys[rows], expected, atol=1e-5, rtol=1e-4)
+        assert ids[rows].tolist() == global_indices(V2_STEPS - 1).tolist()  # each key's image, gathered alike
+    assert torch.equal(two_processes[0]["v2"]["queue"][2], two_processes[1]["v2"]["queue"][2])
 
 
 def slow_ctr(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
