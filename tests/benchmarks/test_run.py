@@ -30,3 +30,15 @@ def test_tiny_benchmark_prints_the_table_and_writes_the_tracked_ratios(tmp_path)
         assert row["first_loss_relative_difference"] < 1e-4  # the baseline runs the same algorithm on the same model
     assert set(record["epoch"]["backends"]) == {"batched_in_memory", "per_image_workers"}
     assert all(row["epoch_seconds"] > 0 for row in record["epoch"]["backends"].values())
+
+
+def test_the_false_negative_options_benchmark_measures_every_option_against_the_papers_loss(tmp_path):
+    out = tmp_path / "fn.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "false_negatives.py"), "--tiny", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"papers' loss", "own keys masked", "masked + eliminate top-5", "masked + attract top-5",
+                         "masked + debiased"}
+    assert rows["papers' loss"]["ratio"] == 1.0
+    assert all(row["seconds_per_step"] > 0 and row["ratio"] > 0 for row in rows.values())
