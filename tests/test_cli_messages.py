@@ -3,11 +3,11 @@ unreadable images, Ctrl-C messages that say only what is true, usage lines that 
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from mocokit.cli import main
+
+from .engine.conftest import write_image_folder
 
 TINY = ["model.width=0.125", "model.queue_size=32", "model.bn_splits=2", "train.batch_size=8", "train.epochs=1",
         "data.num_workers=0", "run.log_every_steps=1", "run.tensorboard=false", "run.progress=false",
@@ -15,17 +15,9 @@ TINY = ["model.width=0.125", "model.queue_size=32", "model.bn_splits=2", "train.
 
 
 def image_folder(root: Path, classes: int = 3, per_class: int = 8, corrupt: tuple[str, ...] = ()) -> Path:
-    """root/{train,test}/class<c>/<n>.png (32 px, class-dependent colours); the files named in `corrupt`
-    (relative paths) are overwritten with bytes that are no image."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", per_class), ("test", max(per_class // 4, 2))):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            base = rng.integers(0, 256, size=3)
-            for n in range(count):
-                pixels = np.clip(base + rng.normal(0, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{n}.png")
+    """tests/engine/conftest.py's image folder; the files named in `corrupt` (relative paths) are overwritten with
+    bytes that are no image."""
+    write_image_folder(root, classes, per_class)
     for name in corrupt:
         (root / name).write_bytes(b"these bytes are not an image")
     return root
