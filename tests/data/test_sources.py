@@ -111,3 +111,17 @@ def test_path_that_is_nothing_is_a_clear_error(tmp_path: Path) -> None:
         open_source(DataConfig(path=str(tmp_path / "nope")), "train")
     with pytest.raises(DataError, match="data.path is empty"):
         open_source(DataConfig(), "train")
+
+
+def test_each_kind_of_data_path_is_recognised_by_its_registry_entry(tmp_path):
+    from mocokit.data import DataConfig, DataError
+    from mocokit.data.sources import source_kind
+
+    (tmp_path / "folder").mkdir()
+    assert source_kind(DataConfig(path="cifar10")).name == "named"
+    assert source_kind(DataConfig(path=str(tmp_path / "images.tar.gz"))).name == "archive"
+    assert source_kind(DataConfig(path=str(tmp_path / "folder"))).name == "folder"
+    with pytest.raises(DataError, match="neither a folder"):
+        source_kind(DataConfig(path=str(tmp_path / "missing")))
+    with pytest.raises(DataError, match="data.download=true only applies"):
+        source_kind(DataConfig(path=str(tmp_path / "folder"), download=True))

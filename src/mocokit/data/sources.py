@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,25 +92,26 @@ class ArraySource:
         return None
 
 
-def available_splits(cfg: DataConfig) -> list[str]:
-    """The split names `data.path` offers, e.g. ["train", "test"] (a folder without splits: ["train"])."""
-    if cfg.path in NAMED_DATASETS:
-        return named_splits(cfg.path)
-    return list(_scan(cfg)[0])
+@dataclass(frozen=True)
+class SourceKind:
+    """A kind of `data.path` (a named dataset, an archive, a folder): how to recognise it, list its splits and open
+    one of them. `SOURCE_KINDS` holds them in the order they are tried; a new kind is one entry."""
+
+    name: str
+    matches: Callable[[DataConfig], bool]
+    splits: Callable[[DataConfig], list[str]]
+    open: Callable[[DataConfig, str], FileSource | ArraySource]
 
 
-def open_source(cfg: DataConfig, split: str) -> FileSource | ArraySource:
-    """The images of `split` of the dataset `data.path` names (no decoding happens here)."""
-    if not cfg.path:
-        raise DataError(
-            "data.path is empty; set it to a folder, a .tar/.tar.gz archive, or cifar10/cifar100/stl10"
-        )
-    if cfg.path in NAMED_DATASETS:
-        named = load_named(cfg.path, split, Path(cfg.root), cfg.download)
-        paths = [f"{named.name}/{i:06d}" for i in range(len(named.labels))]
-        labels = named.labels if cfg.labels != "none" else [-1] * len(named.labels)
-        classes = named.classes if cfg.labels != "none" else []
-        return ArraySource(named.pixels, labels, classes, paths, named.name)
+def _open_named(cfg: DataConfig, split: str) -> ArraySource:
+    named = load_named(cfg.path, split, Path(cfg.root), cfg.download)
+    paths = [f"{named.name}/{i:06d}" for i in range(len(named.labels))]
+    labels = named.labels if cfg.labels != "none" else [-1] * len(named.labels)
+    classes = named.classes if cfg.labels != "none" else []
+    return ArraySource(named.pixels, labels, classes, paths, named.name)
+
+
+def _open_files(cfg: DataConfig, split: str) -> FileSource:
     layouts, read_bytes = _scan(cfg)
     if split not in layouts:
         raise DataError(
@@ -118,19 +121,50 @@ def open_source(cfg: DataConfig, split: str) -> FileSource | ArraySource:
     return FileSource(layouts[split], read_bytes, f"{cfg.path} ({split})")
 
 
-def _scan(cfg: DataConfig) -> tuple[dict[str, SplitLayout], TarReader | FolderFiles]:
-    """The layout of a folder or archive, and the picklable function that reads one of its files."""
-    path = Path(cfg.path).expanduser()
-    if cfg.download:
-        raise DataError(f"data.download=true only applies to {', '.join(NAMED_DATASETS)}, not to {cfg.path}")
-    if is_archive_path(cfg.path):
-        index = index_archive(path, Path(cfg.root).expanduser())
-        return find_layout(list(index.members), index.dirs, str(path), cfg.labels), TarReader(index)
-    if not path.is_dir():
+def _files_splits(cfg: DataConfig) -> list[str]:
+    return list(_scan(cfg)[0])
+
+
+SOURCE_KINDS: tuple[SourceKind, ...] = (
+    SourceKind("named", lambda cfg: cfg.path in NAMED_DATASETS, lambda cfg: named_splits(cfg.path), _open_named),
+    SourceKind("archive", lambda cfg: is_archive_path(cfg.path), _files_splits, _open_files),
+    SourceKind("folder", lambda cfg: Path(cfg.path).expanduser().is_dir(), _files_splits, _open_files),
+)
+
+
+def source_kind(cfg: DataConfig) -> SourceKind:
+    """The kind of `data.path`; DataError saying what it may be when it is none."""
+    if not cfg.path:
+        raise DataError(
+            "data.path is empty; set it to a folder, a .tar/.tar.gz archive, or cifar10/cifar100/stl10"
+        )
+    kind = next((kind for kind in SOURCE_KINDS if kind.matches(cfg)), None)
+    if kind is None:
         raise DataError(
             f"data.path {cfg.path!r} is neither a folder, a .tar/.tar.gz archive, nor one of "
             f"{', '.join(NAMED_DATASETS)}; check the path"
         )
+    if cfg.download and kind.name != "named":
+        raise DataError(f"data.download=true only applies to {', '.join(NAMED_DATASETS)}, not to {cfg.path}")
+    return kind
+
+
+def available_splits(cfg: DataConfig) -> list[str]:
+    """The split names `data.path` offers, e.g. ["train", "test"] (a folder without splits: ["train"])."""
+    return source_kind(cfg).splits(cfg)
+
+
+def open_source(cfg: DataConfig, split: str) -> FileSource | ArraySource:
+    """The images of `split` of the dataset `data.path` names (no decoding happens here)."""
+    return source_kind(cfg).open(cfg, split)
+
+
+def _scan(cfg: DataConfig) -> tuple[dict[str, SplitLayout], TarReader | FolderFiles]:
+    """The layout of an archive or folder, and the picklable function that reads one of its files."""
+    path = Path(cfg.path).expanduser()
+    if is_archive_path(cfg.path):
+        index = index_archive(path, Path(cfg.root).expanduser())
+        return find_layout(list(index.members), index.dirs, str(path), cfg.labels), TarReader(index)
     files, dirs = walk_folder(path)
     return find_layout(files, dirs, str(path), cfg.labels), FolderFiles(path)
 
