@@ -33,6 +33,7 @@ pretraining of two epochs on a synthetic 64-image ImageFolder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import importlib
@@ -235,6 +236,7 @@ class Settings:
     timing_reps: int
     compile: bool
     compile_skip_reason: str | None
+    compile_seconds: float | None = None  # a compiled variant's own time limit (None: only the budget)
 
 
 class Budget:
@@ -357,6 +359,30 @@ def error_record(error: BaseException) -> dict:
             "traceback": traceback.format_exc()[-4000:]}
 
 
+class VariantTimeout(Exception):
+    """A variant ran past its own time limit (--compile-seconds for compiled ones)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise VariantTimeout in the main thread after `seconds` (None: no limit). A SIGALRM handler, so it interrupts
+    Python code (dynamo, inductor's code generation and its wait on compile workers), not a running CUDA kernel."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame) -> None:  # noqa: ARG001
+        raise VariantTimeout(f"did not finish within its limit of {seconds:.0f} s (--compile-seconds)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def check_steps(models: list[ModelSpec], settings: Settings, budget: Budget, deadline: float, results: dict,
                 save: Callable[[], None]) -> None:
     """Part 1: every model's variants; eager ones first, then compiled ones while they fit before `deadline`."""
@@ -400,8 +426,11 @@ def check_steps(models: list[ModelSpec], settings: Settings, budget: Budget, dea
             say(f"[{spec.key}] {variant.name} ...")
             state, views = prepared[spec.key]
             try:
-                record = run_variant(spec, variant, state, views, settings, reference_losses)
+                with time_limit(settings.compile_seconds if variant.compile else None):
+                    record = run_variant(spec, variant, state, views, settings, reference_losses)
                 record["status"] = "ok"
+            except VariantTimeout as error:  # a compile that does not finish must not take the pretraining's time
+                record = {**error_record(error), "status": "timed out"}
             except Exception as error:  # noqa: BLE001 - recorded (CUDA out of memory included), the others go on
                 record = error_record(error)
             free_memory(settings.device)
@@ -763,6 +792,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=BUDGET_SECONDS, help="seconds for everything (watchdog)")
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="compiled variants: auto = on CUDA only (a CPU takes minutes per compilation)")
+    parser.add_argument("--compile-seconds", type=float, default=150.0,
+                        help="a compiled variant's own time limit; past it the variant is recorded as timed out and "
+                             "the check goes on (default %(default)s; 0: none)")
     parser.add_argument("--models", default=None, help="comma-separated subset of: v2_resnet18,v3_resnet18,"
                                                        "v3_vit_small (default: all; empty: none)")
     parser.add_argument("--no-pretrain", dest="pretrain", action="store_false", help="skip the pretraining")
@@ -793,7 +825,8 @@ def main(argv: list[str] | None = None) -> int:
         "no CUDA: compiling a MoCo step takes minutes on a CPU (--compile on forces it)")
     settings = Settings(device, tiny, check_steps=args.check_steps or (2 if tiny else 5),
                         warmup_steps=1 if tiny else 3, timed_steps=args.timed_steps or (2 if tiny else 10),
-                        timing_reps=2 if tiny else 3, compile=compile_on, compile_skip_reason=skip_reason)
+                        timing_reps=2 if tiny else 3, compile=compile_on, compile_skip_reason=skip_reason,
+                        compile_seconds=args.compile_seconds or None)
     if args.threads is None and device.type == "cpu":
         args.threads = 1
     if args.threads is not None:

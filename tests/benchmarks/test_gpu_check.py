@@ -105,3 +105,19 @@ def test_the_tolerance_rule_fails_what_it_should():
     summary = gpu_check.summarise(results)
     assert not summary["passed"] and summary["failed"] and summary["variants_checked"] == 2
     assert summary["errors"] == ["pretrain: RuntimeError: boom"] and summary["skipped"] == ["m/compile: no CUDA"]
+
+
+def test_a_variant_past_its_own_time_limit_is_stopped_and_the_limit_is_lifted_afterwards():
+    """On the H200 the first compiled MoCo step ran over 6 minutes and took the pretraining's time with it: a
+    compiled variant now has its own limit (--compile-seconds)."""
+    import time
+
+    script = load_script()
+    with pytest.raises(script.VariantTimeout, match="limit"):
+        with script.time_limit(0.2):
+            time.sleep(5)
+    started = time.perf_counter()
+    with script.time_limit(1.0):
+        pass
+    time.sleep(1.2)  # the alarm was cancelled on leaving: nothing fires later
+    assert time.perf_counter() - started >= 1.2
