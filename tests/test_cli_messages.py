@@ -122,3 +122,15 @@ def test_usage_lines_say_what_is_required(capsys):
 def test_a_section_check_is_not_prefixed_twice(capsys):
     assert main(["pretrain", "v2-cifar10", "optim.lr=-1"]) == 2
     assert capsys.readouterr().err.strip() == "mocokit: error: optim.lr must be > 0, got -1.0"
+
+
+def test_a_stopped_run_without_run_dir_names_the_folder_to_continue_in(tmp_path, monkeypatch, capsys):
+    """run.dir empty: every command makes a new timestamped folder, so "the same command" would start over."""
+    monkeypatch.chdir(tmp_path)
+    folder = image_folder(tmp_path / "images")
+    command = ["pretrain", "v2-cifar10", *TINY, "model.queue_size=16", "monitor.knn_every_epochs=0",
+               f"data.path={folder}", "run.dir=", "train.stop_at_step=1"]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    (made,) = (tmp_path / "runs").iterdir()
+    assert f"run the same command with run.dir={Path('runs') / made.name}" in out
