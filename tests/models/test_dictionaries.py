@@ -79,3 +79,16 @@ def test_the_alternatives_are_for_v1_v2_and_the_bank_needs_the_dataset_size():
         ModelConfig(version="v3", dictionary="end_to_end")
     with pytest.raises(ValueError, match="dataset size"):
         build_model(ModelConfig(version="v2", dictionary="memory_bank", **SMALL))
+
+
+def test_a_checkpoint_that_still_carries_the_unused_momentum_encoder_loads():
+    """Earlier versions kept a momentum encoder in end-to-end and memory-bank models (never used); their
+    checkpoints load into the models that no longer have one."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(version="v2", dictionary="end_to_end", **SMALL))
+    old_state = {**model.state_dict(), **{f"momentum_encoder.{k}": v for k, v in model.encoder.state_dict().items()}}
+    restored = build_model(ModelConfig(version="v2", dictionary="end_to_end", **SMALL))
+    restored.load_state_dict(old_state)  # strict: every other key must still match
+    assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        restored.load_state_dict({**old_state, "something.else": torch.zeros(1)})

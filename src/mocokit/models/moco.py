@@ -117,6 +117,12 @@ class MoCo(nn.Module):
         """End a training step that was not applied: nothing it staged is written."""
         self.dictionary.discard_step()
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if self.momentum_encoder is None:  # checkpoints of earlier versions carried one that this model never uses
+            for key in [k for k in state_dict if k.startswith(prefix + "momentum_encoder.")]:
+                del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def queries(self, *views: torch.Tensor) -> list[torch.Tensor]:
         """Unit queries N×C per view: f_q, then the predictor (v3)."""
         embeddings = self._encode(self.encoder, views)
