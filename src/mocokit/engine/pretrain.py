@@ -27,6 +27,7 @@ from mocokit import distributed
 from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
 from mocokit.engine.epoch import EpochHooks, EpochResult, Schedule, train_one_epoch
+from mocokit.engine.health_monitor import build_health_monitor
 from mocokit.engine.monitor import KnnMonitor
 from mocokit.engine.step import StepRunner, compile_enabled, watched_parameters
 from mocokit.errors import ConfigError, NonFiniteLoss
@@ -292,6 +293,8 @@ class Pretraining:
             (self.folder.path / "config.yaml").write_text(config_to_yaml(cfg))
         self._describe(say)
         self.monitor = build_monitor(cfg, self.device, self.parts.autocast, say)
+        self.health = build_health_monitor(cfg, self.data.dataset, self.device, self.parts.run_step.batch_augment,
+                                           self.parts.autocast, say) if self.main else None  # main process only
         metrics = MetricsWriter(self.folder.path, tensorboard=cfg.run.tensorboard) if self.main else None
         self.log = RunLog(say, metrics)
         self.parts.run_step.on_compiled = self._report_compile
@@ -416,6 +419,8 @@ class Pretraining:
                                          or state.epochs_done == cfg.train.epochs):
             knn = state.knn = self.monitor.evaluate(self.parts.model.backbone)
             record["knn_top1"], record["knn_top5"] = knn.top1, knn.top5
+        if self.health is not None and state.epochs_done % cfg.monitor.health_every_epochs == 0:
+            record.update(self.health.measure(self.parts.model, warn=self.log.say))  # rank, alignment, ...
         self.log(record)
         self.log.say(f"epoch {state.epochs_done}/{cfg.train.epochs}: loss {record['loss']:.4f}, inst-disc acc "
                      f"{record['accuracy']:.3f}, {result.seconds:.0f}s"

@@ -114,10 +114,19 @@ class MonitorConfig:
     knn_bank_size: int | None = None  # use at most this many training images as the feature bank (None: all)
     knn_query_size: int | None = None  # evaluate at most this many test images (None: all)
     knn_baseline: bool = True  # also measure the random-initialisation kNN once, before training
+    # Label-free health: effective rank of the backbone features, alignment, uniformity and mean per-dimension std
+    # of the normalised head outputs, on a fixed seeded sample of training images (two augmented views each). Warns
+    # when the rank or the std falls below half its previous value (collapse).
+    health_images: int = 512  # training images for the label-free health metrics (rank, uniformity, ...); 0: off
+    health_every_epochs: int = 1  # measure the label-free health metrics every N epochs
 
     def __post_init__(self) -> None:
         if self.knn_every_epochs < 0:
             raise ValueError(f"monitor.knn_every_epochs must be >= 0, got {self.knn_every_epochs}")
+        if self.health_images < 0:
+            raise ValueError(f"monitor.health_images must be >= 0 (0: off), got {self.health_images}")
+        if self.health_every_epochs < 1:
+            raise ValueError(f"monitor.health_every_epochs must be >= 1, got {self.health_every_epochs}")
         if self.knn_k < 1:
             raise ValueError(f"monitor.knn_k must be >= 1, got {self.knn_k}")
         if self.knn_temperature <= 0:
