@@ -101,3 +101,50 @@ def test_no_logged_step_gives_no_figure_and_the_report_says_not_enough_steps(tmp
         writer.log({"kind": "epoch", "epoch": 1, "step": 1, "loss": 3.0, "accuracy": 0.5})
     page = write_report(tmp_path).read_text()
     assert page.count("Not enough steps") >= 2
+
+
+def _health_run(epoch_record, measured_epochs=(1, 2, 3, 4)) -> dict:
+    """Epoch records of 4 epochs; those in `measured_epochs` carry health metrics (a collapse from epoch 3)."""
+    health = {1: (20.0, 0.15, 1.2, -3.1), 2: (24.0, 0.16, 0.9, -3.3), 3: (3.0, 0.02, 0.1, -0.4),
+              4: (1.5, 0.01, 0.05, -0.1)}
+    records = []
+    for epoch in range(1, 5):
+        record = {**epoch_record(epoch, None), "accuracy": 0.2 * epoch}
+        if epoch in measured_epochs:
+            record.update(zip(("rank", "dimension_std", "alignment", "uniformity"), health[epoch], strict=True))
+        records.append(record)
+    return {"epoch": records}
+
+
+def test_the_health_plot_draws_each_metric_per_epoch_with_markers(epoch_record):
+    from mocokit.reporting.plots import HEALTH_PANELS, health_figure
+
+    for measured in ((1, 2, 3, 4), (2, 4)):  # every epoch, and monitor.health_every_epochs=2
+        metrics = _health_run(epoch_record, measured)
+        axes = health_figure(metrics).axes[:len(HEALTH_PANELS)]
+        for ax, (key, _title, _label, scale) in zip(axes, HEALTH_PANELS, strict=True):
+            (line,) = ax.get_lines()
+            records = [r for r in metrics["epoch"] if key in r]
+            assert list(line.get_xdata()) == [r["epoch"] for r in records]
+            assert [float(y) for y in line.get_ydata()] == pytest.approx([r[key] * scale for r in records])
+            assert line.get_marker() == "o"  # few epochs: points
+        assert len(axes[-1].get_lines()[0].get_xdata()) == 4  # the pretext accuracy of every epoch
+
+
+def test_the_health_plot_is_drawn_only_when_measured_and_the_report_shows_it(tmp_path, epoch_record, write_run):
+    from mocokit.reporting import write_report
+    from mocokit.reporting.plots import health_figure
+
+    assert health_figure({"epoch": [epoch_record(1, 0.5)]}) is None  # monitor.health_images=0
+    run = write_run(tmp_path / "run", epochs=1)
+    page = write_report(run).read_text()
+    assert "Label-free health" in page and "No health metrics measured yet" in page
+    with MetricsWriter(run, tensorboard=False) as writer:
+        for record in _health_run(epoch_record)["epoch"]:
+            writer.log(record)
+    drawn = [p.name for p in write_plots(run)]
+    assert drawn[-1] == "health.png"  # after loss, lr_momentum, (kNN,) grad_norms
+    _assert_valid_png(run / "plots" / "health.png")
+    page = write_report(run).read_text()
+    assert "No health metrics measured yet" not in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == len(drawn)

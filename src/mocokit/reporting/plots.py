@@ -299,17 +299,60 @@ def plot_grad_norms(metrics: Metrics, figure_path: Path) -> bool:
     return True
 
 
+HEALTH_PANELS = (  # (epoch-record key, title, y label, y scale): the label-free health metrics, then the pretext
+    ("rank", "Effective rank of the backbone features (RankMe; falls at collapse)", "rank", 1.0),
+    ("dimension_std", "Mean per-dimension std of the normalised embeddings (≈ 1/√d healthy, 0 at collapse)", "std",
+     1.0),
+    ("alignment", "Alignment of the two views' embeddings (E‖z₁−z₂‖², lower is better)", "alignment", 1.0),
+    ("uniformity", "Uniformity of the embeddings (log E exp(−2‖zᵢ−zⱼ‖²), lower is more uniform)", "uniformity",
+     1.0),
+    ("accuracy", "Instance-discrimination top-1 (epoch mean)", "top-1", 100.0),
+)
+
+
+def health_figure(metrics: Metrics) -> Figure | None:
+    """The figure of `plot_health`: one panel per health metric of the epoch records (`HEALTH_PANELS`), against the
+    epoch, with markers when there are few epochs; None when no epoch measured the health metrics."""
+    epochs = metrics.get("epoch", [])
+    if not any(_has_finite(_column(epochs, key, x="epoch")[1]) for key, *_ in HEALTH_PANELS[:-1]):
+        return None
+    figure, axes = _new_figure(len(HEALTH_PANELS), row_height=2.4)
+    for ax, (key, title, label, scale) in zip(axes, HEALTH_PANELS, strict=True):
+        xs, values = _column(epochs, key, x="epoch")
+        kept = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]  # epochs that measured it
+        xs, values = [x for x, _ in kept], [v for _, v in kept]
+        ax.plot(xs, _drawable(values, scale=scale), color="C3" if key == "accuracy" else "C0", linewidth=1.5,
+                **_line_style(len(xs)))
+        ax.set(title=title, ylabel=label)
+        if key == "accuracy":
+            ax.yaxis.set_major_formatter(PercentFormatter())
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure
+
+
+def plot_health(metrics: Metrics, figure_path: Path) -> bool:
+    """health.png: the label-free health metrics per epoch (effective rank, per-dimension std, alignment,
+    uniformity) and the pretext accuracy. Returns False when no epoch measured them (monitor.health_images=0)."""
+    figure = health_figure(metrics)
+    if figure is None:
+        return False
+    figure.savefig(figure_path)
+    return True
+
+
 PLOTTERS: dict[str, Callable[[Metrics, Path], bool]] = {
     "loss.png": plot_loss,
     "lr_momentum.png": plot_lr_momentum,
     "knn.png": plot_knn,
     "grad_norms.png": plot_grad_norms,
+    "health.png": plot_health,
 }
 
 
 def draw_plots(metrics: Metrics, plots_dir: Path) -> list[Path]:
     """Draw every plot that `metrics` has data for into `plots_dir` (created if needed) and return their paths
-    in the order loss, lr_momentum, knn, grad_norms. A plot without data (no kNN measured, no gradient norms
+    in the order loss, lr_momentum, knn, grad_norms, health. A plot without data (no kNN measured, no gradient norms
     logged, no records at all) is not drawn, and a stale PNG of that name from an earlier call is removed."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = []

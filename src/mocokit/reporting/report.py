@@ -38,6 +38,12 @@ CAPTIONS = {  # plot file -> (heading, what to look for)
         ("Per watched layer, log scale; red circles mark spikes. In an unstable ViT run, spikes in the first "
          "(patch embedding) and last layers come with loss jumps and kNN dips."),
     ),
+    "health.png": (
+        "Label-free health",
+        ("Measured on a fixed sample of training images, no labels needed. Effective rank and per-dimension std "
+         "that fall sharply mean collapse (every image mapped to nearly the same point; uniformity then rises "
+         "towards 0); a healthy run keeps them up while alignment falls and the pretext accuracy rises."),
+    ),
 }
 MISSING_PLOT = {  # plot file -> why it may be absent
     "knn.png": ("No kNN accuracy measured yet (no epoch finished, monitor.knn_every_epochs = 0, or the "
@@ -46,6 +52,7 @@ MISSING_PLOT = {  # plot file -> why it may be absent
                        "run.log_every_steps steps)."),
     "loss.png": "Not enough steps: no loss logged yet.",
     "lr_momentum.png": "Not enough steps: no learning rate or momentum logged yet.",
+    "health.png": "No health metrics measured yet (no epoch finished, or monitor.health_images = 0).",
 }
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1f2328;
