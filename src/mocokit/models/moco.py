@@ -46,9 +46,9 @@ class MoCo(nn.Module):
         predictor: v3 only, N×C -> N×C on the query side; dictionary: Queue (v1/v2), BatchNegatives (v3), EndToEnd
         or MemoryBank. symmetric: also swap the views and add the second loss term (v3 always). shuffle_bn: shuffle
         the key batch across BatchNorm groups. loss: a name in mocokit.losses.LOSSES, built with `loss_settings` (e.g.
-        tau_plus) and the temperature. share_backbone_call: both views
-        through the backbone in one call when it has no batch statistics (exact; fewer, larger kernels); None: on
-        CUDA only, where it pays (docs/benchmarks.md)."""
+        tau_plus) and the temperature. share_backbone_call: both views through the backbone in one call when it has
+        no batch statistics (exact; fewer, larger kernels); None: on CUDA only, where it pays (README, Performance:
+        on a 2-core CPU it measured no faster, and slower when the 2N-image activations get fresh pages)."""
         super().__init__()
         self.encoder = nn.Sequential(OrderedDict(backbone=backbone, head=head))  # f_q
         # f_k: same init, updated only by EMA
@@ -76,7 +76,8 @@ class MoCo(nn.Module):
 
     @property
     def needs_indices(self) -> bool:
-        """Whether `forward` needs the images' dataset indices (the memory-bank dictionary)."""
+        """Whether `forward` reads the images' dataset indices (the memory bank's rows, the queue's key identities);
+        without them the queue stores unknown identities and masks nothing."""
         return self.dictionary.needs_indices
 
     @property
