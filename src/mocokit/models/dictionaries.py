@@ -1,7 +1,8 @@
 """Dictionaries: where a MoCo query's positive key and its negatives come from (He et al. 2020, figure 2).
 
 A dictionary is a part of the `MoCo` module. Per step it
-- computes each query's positive key (`positive_keys`): from the momentum encoder, the query encoder or storage;
+- computes the queries and each query's positive key (`queries_and_keys`, `positive_keys`): the keys from the
+  momentum encoder, the query encoder or its storage;
 - turns a query and its keys into logits and the column of the positive (`logits`, see mocokit/losses.py);
 - stages what the step writes into it (`remember`), which `end_step` writes once the step's backward has run, or
   `discard_step` drops (a step that was not applied).
@@ -44,7 +45,7 @@ class Dictionary(nn.Module):
         return queries, self.positive_keys(model, view1, view2, indices, symmetric)
 
     def positive_keys(self, model: MoCo, view1: torch.Tensor, view2: torch.Tensor, indices: torch.Tensor | None,
-             symmetric: bool) -> list[torch.Tensor]:
+                      symmetric: bool) -> list[torch.Tensor]:
         """The positive keys of the queries [q1] (asymmetric) or [q1, q2] (symmetric): [k2] or [k2, k1], each N×C
         (or, for batch dictionaries, the global batch's keys (P·N)×C, which are also the negatives)."""
         raise NotImplementedError
