@@ -28,7 +28,8 @@ FLOORS: dict[int, list[str | tuple[str, ...]]] = {
         "mocokit.health",  # label-free health metrics of features and embeddings
     ],
     2: ["mocokit.models", "mocokit.data"],
-    3: ["mocokit.training", "mocokit.reporting"],  # the training toolkit (with the run's Config); run reports
+    3: ["mocokit.training", "mocokit.reporting",  # the training toolkit (with the run's Config); run reports
+        "mocokit.weights"],  # foreign weights files (official MoCo, torchvision, timm) read and mapped onto MoCo
     4: ["mocokit.engine", "mocokit.evaluation", "mocokit.export"],  # pretraining, evaluation, hand-off
     5: ["mocokit.experiments"],  # the papers' experiments: pretraining runs, then evaluations
     6: [("mocokit.commands", "mocokit.cli", "mocokit.__main__", "mocokit")],  # the front: the command line, and

@@ -12,6 +12,7 @@ from mocokit.commands import (
     experiment,
     export,
     finetune,
+    import_,
     knn,
     linear,
     presets,
@@ -20,7 +21,7 @@ from mocokit.commands import (
 )
 
 # in the order `mocokit --help` lists them
-COMMANDS = [pretrain, knn, linear, finetune, transfer, export, embed, experiment, config, presets]
+COMMANDS = [pretrain, knn, linear, finetune, transfer, export, import_, embed, experiment, config, presets]
 
 EXIT_USER_ERROR = 2  # a bad config, bad data, an unusable checkpoint or run folder: nothing was trained or written
 # The loss diverged, or a checkpoint could not be written (disk full, folder made read-only) while training: the

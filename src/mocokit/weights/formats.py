@@ -1,0 +1,7 @@
+"""The layouts `mocokit import --format` reads, on their own so that its --help imports no torch."""
+
+# moco-v1v2: facebookresearch/moco main_moco.py (`module.encoder_q.*`, `module.encoder_k.*`, `module.queue`);
+# moco-v3: facebookresearch/moco-v3 (`module.base_encoder.*`, `module.momentum_encoder.*`, `module.predictor.*`);
+# torchvision / timm: a backbone's own state dict (its classifier dropped); mocokit: a MoCo state dict as is
+LAYOUTS = ("moco-v1v2", "moco-v3", "torchvision", "timm", "mocokit")
+FORMATS = ("auto", *LAYOUTS)  # auto: the layout is recognised from the key names
