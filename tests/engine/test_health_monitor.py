@@ -119,3 +119,14 @@ def test_a_run_logs_the_health_metrics_per_epoch_and_trains_the_same_weights(tin
 def test_bad_health_settings_are_refused(override):
     with pytest.raises(Exception, match=override.split("=")[0]):
         load_config("v2-cifar10", [override])
+
+
+@pytest.mark.parametrize("images,expected", [(100, 64), (1000, 200), (5000, 512), (40, 40)])
+def test_the_sample_is_at_most_a_fifth_of_the_dataset_and_at_most_health_images(images, expected):
+    from mocokit.engine.health_monitor import build_health_monitor
+
+    cfg = load_config("v2-cifar10", [])  # monitor.health_images=512
+    monitor = build_health_monitor(cfg, RandomViews(images), torch.device("cpu"), None, None, say=lambda _m: None)
+    assert monitor.size == expected
+    assert build_health_monitor(load_config("v2-cifar10", ["monitor.health_images=0"]), RandomViews(images),
+                                torch.device("cpu"), None, None, say=lambda _m: None) is None
