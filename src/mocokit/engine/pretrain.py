@@ -28,6 +28,7 @@ from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
 from mocokit.engine.epoch import EpochHooks, EpochResult, Schedule, train_one_epoch
 from mocokit.engine.health_monitor import build_health_monitor
+from mocokit.engine.initial_weights import load_initial_weights, recorded_source
 from mocokit.engine.monitor import KnnMonitor
 from mocokit.engine.step import StepRunner, compile_enabled, watched_parameters
 from mocokit.errors import ConfigError, NonFiniteLoss
@@ -288,9 +289,16 @@ class Pretraining:
         self.parts = setup_training(cfg, self.device, len(self.data.dataset))
         self.state = restore_state(self.folder, self.parts, self.data.steps_per_epoch)
         self.state.started = started
+        self.init = None  # model.init: the weights the run started from (engine/initial_weights.py)
+        if cfg.model.init:
+            fresh = self.folder.saved is None
+            self.init = load_initial_weights(self.parts.model, cfg.model.init) if fresh \
+                else recorded_source(cfg.model.init)
+            say(f"initial weights: {self.init.path} ({self.init.sha256}): {self.init.summary}")
         if self.main:
             self.folder.path.mkdir(parents=True, exist_ok=True)
-            (self.folder.path / "config.yaml").write_text(config_to_yaml(cfg))
+            (self.folder.path / "config.yaml").write_text(config_to_yaml(cfg)
+                                                          + (self.init.yaml_comment() if self.init else ""))
         self._describe(say)
         self.monitor = build_monitor(cfg, self.device, self.parts.autocast, say)
         self.health = build_health_monitor(cfg, self.data.dataset, self.device, self.parts.run_step.batch_augment,
@@ -333,7 +341,8 @@ class Pretraining:
         cfg, state = self.cfg, self.state
         if self.monitor is not None and cfg.monitor.knn_baseline and state.baseline is None and state.steps_done == 0:
             state.baseline = self.monitor.evaluate(self.parts.model.backbone)
-            self.log.say(f"kNN at random initialisation: top-1 {state.baseline.top1:.4f}, "
+            start = "the initial weights (model.init)" if self.init else "random initialisation"
+            self.log.say(f"kNN at {start}: top-1 {state.baseline.top1:.4f}, "
                          f"top-5 {state.baseline.top5:.4f}")
         if state.baseline is not None:
             self.log({"kind": "baseline", "step": 0, "knn_top1": state.baseline.top1,

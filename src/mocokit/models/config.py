@@ -59,6 +59,10 @@ class ModelConfig:
     # (projector, predictor) or "none". auto: "all" for v3 (the official v3), "none" for v1/v2, whose backbone BN
     # must stay per process for shuffle BN to work (moco #46). One process is one BN group either way.
     sync_bn: Literal["auto", "none", "heads", "all"] = "auto"
+    # pretraining starts from the weights in this file instead of a random initialisation: a mocokit run folder or
+    # checkpoint (e.g. written by `mocokit import`), or an official MoCo, torchvision or timm file (docs/weights.md).
+    # Encoders, heads and predictor come from it where it has them; the queue starts as random unit keys.
+    init: str | None = None
 
     def __post_init__(self) -> None:
         self._check_backbone()
