@@ -91,3 +91,24 @@ def test_the_command_lists_the_experiments_and_refuses_an_unknown_one(capsys):
     assert main(["experiment", "list"]) == 0
     assert "vit-stability" in capsys.readouterr().out
     assert main(["experiment", "no-such-thing"]) == 2
+
+
+def slow_own_key_rate(queue_size, keys_per_step, steps_per_epoch):
+    """Every pair of positions (p in one epoch, p' in the next) enumerated: is the old key still in the queue?"""
+    span = queue_size // keys_per_step
+    hits = sum(1 for p in range(1, steps_per_epoch + 1) for q in range(1, steps_per_epoch + 1)
+               if steps_per_epoch - p + q <= span)
+    return hits / steps_per_epoch**2
+
+
+@pytest.mark.parametrize("queue_size,keys_per_step,steps", [(1024, 256, 16), (2048, 256, 16), (4096, 256, 16),
+                                                            (8192, 256, 16), (100, 10, 7), (2048, 32, 3)])
+def test_the_own_key_rate_of_epoch_sampling_against_an_enumeration(queue_size, keys_per_step, steps):
+    from mocokit.experiments.definitions import own_key_rate_by_epochs
+
+    assert own_key_rate_by_epochs(queue_size, keys_per_step, steps) == pytest.approx(
+        slow_own_key_rate(queue_size, keys_per_step, steps))
+    span = queue_size // keys_per_step
+    if span <= steps:  # the closed form of the docstring
+        assert own_key_rate_by_epochs(queue_size, keys_per_step, steps) == pytest.approx(
+            span * (span + 1) / (2 * steps**2))
