@@ -66,6 +66,7 @@ def test_knn_caches_features_and_compares_with_random_init(cifar_run, run_comman
     second = last_json(lines)
     assert second["cached"] and second["top1"] == first["top1"]  # same features, read back
     assert json.loads((cifar_run / "eval" / "knn.json").read_text()) == second
+    assert f"{100 * second['top1']:.2f}%" in (cifar_run / "report.html").read_text()  # the report lists it
 
 
 def test_linear_fast_probe(cifar_run, run_command, capsys):

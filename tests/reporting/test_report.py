@@ -63,3 +63,28 @@ def test_diverged_run_is_flagged(tmp_path, step_record):
         writer.log(step_record(2, loss=float("nan")))
     page = write_report(tmp_path).read_text()
     assert "diverged at step 2" in page and "NaN" in page
+
+
+def test_report_lists_the_run_s_command_versions_warnings_and_evaluations(tmp_path, step_record):
+    run = tmp_path / "described"
+    with MetricsWriter(run, tensorboard=False) as writer:
+        writer.log({"kind": "run", "step": 0, "command": "mocokit pretrain demo data.path=<x>", "mocokit": "0.1.0",
+                    "torch": "2.14.1", "python": "3.11.7", "device": "cpu"})
+        writer.log(step_record(1))
+        writer.log({"kind": "warnings", "step": 1,
+                    "messages": ["model.queue_size=4096 is not smaller than the dataset"]})
+    (run / "eval").mkdir()
+    (run / "eval" / "knn.json").write_text('{"command": "knn", "top1": 0.4321, "top5": 0.9}')
+    (run / "eval" / "broken.json").write_text("{not json")
+    page = write_report(run).read_text()
+    assert html.escape("mocokit pretrain demo data.path=<x>") in page and "2.14.1" in page
+    assert "model.queue_size=4096 is not smaller than the dataset" in page
+    assert "43.21%" in page and "90.00%" in page and "broken" in page and "unreadable" in page
+
+
+def test_a_report_without_those_records_says_so(tmp_path, step_record):
+    run = tmp_path / "older"
+    with MetricsWriter(run, tensorboard=False) as writer:
+        writer.log(step_record(1))
+    page = write_report(run).read_text()
+    assert "Not recorded" in page and "None yet" in page

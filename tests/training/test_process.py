@@ -30,3 +30,23 @@ def test_threads_and_seeds_are_set_for_the_whole_process():
 def test_importing_the_experiment_figures_leaves_the_backend_alone():
     assert _run("import matplotlib\nmatplotlib.use('svg')\nimport mocokit.experiments.plots\n"
                 "print(matplotlib.get_backend().lower())") == ["svg"]
+
+
+def test_recorded_warnings_keep_each_message_once_and_still_show_it():
+    import warnings
+
+    from mocokit.training.process import recorded_warnings
+
+    shown = []
+    previous = warnings.showwarning
+    warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            with recorded_warnings() as messages:
+                for text in ("first\n  line", "second", "first\n  line"):
+                    warnings.warn(text, stacklevel=1)
+    finally:
+        warnings.showwarning = previous
+    assert messages == ["first line", "second"]  # one line each, distinct
+    assert len(shown) == 3  # the previous handler still saw every warning

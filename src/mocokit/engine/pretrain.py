@@ -10,6 +10,7 @@ everything that changes while training is one `TrainingState`. `Pretraining` the
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
 import warnings
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from mocokit import data as mdata
 from mocokit import distributed
+from mocokit._version import __version__
 from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
 from mocokit.engine.epoch import EpochHooks, EpochResult, Schedule, train_one_epoch
@@ -50,7 +52,7 @@ from mocokit.training.interrupt import GracefulStop, StopAgreement
 from mocokit.training.launch import data_parallel, process_group_from_environment
 from mocokit.training.lock import RunLock
 from mocokit.training.optim import build_optimizer, scaled_learning_rate
-from mocokit.training.process import configure_process
+from mocokit.training.process import configure_process, recorded_warnings
 from mocokit.training.run_config import Config, config_to_yaml
 from mocokit.training.rundir import checkpoint_dir, epoch_copy_name, load_resume_checkpoint, resolve_run_dir
 from mocokit.training.runtime import autocast_factory, needs_grad_scaler, resolve_device, resolve_precision
@@ -77,11 +79,11 @@ def pretrain(cfg: Config, echo: Callable[[str], None] = print) -> PretrainResult
     """Run (or continue) the pretraining that `cfg` describes. Raises ConfigError/DataError/CheckpointError for
     unusable inputs before anything is trained, and NonFiniteLoss when the loss diverges."""
     # under torchrun: one process of many; the main process locks the run folder (a second pretrain is refused)
-    with process_group_from_environment(cfg.train.device), RunLock() as lock:
+    with process_group_from_environment(cfg.train.device), RunLock() as lock, recorded_warnings() as warned:
         train = cfg.train  # threads, seeds, determinism and the CPU heap: process-wide (training/process.py)
         configure_process(train.threads, train.seed, train.deterministic,
                           reuse_cpu_memory=resolve_device(train.device).type == "cpu")
-        return Pretraining(cfg, echo, lock).run()
+        return Pretraining(cfg, echo, lock, warned).run()
 
 
 # ---------------------------------------------------------------------------------------------------- the parts
@@ -127,13 +129,17 @@ class RunLog:
 
     say: Callable[[str], None]
     metrics: MetricsWriter | None
+    warned: list[str] = field(default_factory=list)  # the run's warnings so far (training/process.py)
 
     def __call__(self, record: dict) -> None:
         if self.metrics is not None:
             self.metrics.log({**record, "time": time.time()})
 
-    def close(self, run_dir: Path) -> None:
+    def close(self, run_dir: Path, step: int) -> None:
+        """The run's warnings into metrics.jsonl, then the report."""
         if self.metrics is not None:
+            if self.warned:
+                self({"kind": "warnings", "step": step, "messages": list(self.warned)})
             self.metrics.close()
             self.say(f"report: {write_report(run_dir)}")
 
@@ -278,7 +284,8 @@ def check_same_model(saved: PretrainCheckpoint, cfg: Config, path: Path) -> None
 class Pretraining:
     """One pretraining run: its frozen parts, set up in order, and its TrainingState; `run()` trains."""
 
-    def __init__(self, cfg: Config, echo: Callable[[str], None], lock: RunLock | None = None) -> None:
+    def __init__(self, cfg: Config, echo: Callable[[str], None], lock: RunLock | None = None,
+                 warned: list[str] | None = None) -> None:
         self.cfg = cfg
         self.main = distributed.is_main_process()
         say = echo if self.main else (lambda _message: None)
@@ -304,7 +311,10 @@ class Pretraining:
         self.health = build_health_monitor(cfg, self.data.dataset, self.device, self.parts.run_step.batch_augment,
                                            self.parts.autocast, say) if self.main else None  # main process only
         metrics = MetricsWriter(self.folder.path, tensorboard=cfg.run.tensorboard) if self.main else None
-        self.log = RunLog(say, metrics)
+        self.log = RunLog(say, metrics, warned if warned is not None else [])
+        self.log({"kind": "run", "step": self.state.steps_done, "command": " ".join(sys.argv),
+                  "mocokit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                  "device": str(self.device)})
         self.parts.run_step.on_compiled = self._report_compile
 
     def _describe(self, say: Callable[[str], None]) -> None:
@@ -366,7 +376,7 @@ class Pretraining:
                     if result.stopped_early:
                         break
         except NonFiniteLoss:
-            self.log.close(self.folder.path)
+            self.log.close(self.folder.path, state.steps_done)
             raise
         completed = state.epochs_done == cfg.train.epochs
         if not completed:
@@ -381,7 +391,7 @@ class Pretraining:
         if completed and not already_complete:
             self.log({"kind": "final", "step": state.steps_done, "epoch": state.epochs_done, "minutes": minutes,
                       "knn_top1": knn.top1, "knn_top5": knn.top5, "baseline_top1": baseline.top1})
-        self.log.close(self.folder.path)
+        self.log.close(self.folder.path, state.steps_done)
         return PretrainResult(self.folder.path, state.epochs_done, state.steps_done, completed,
                               stop_agreed.requested, knn.top1, knn.top5, baseline.top1, baseline.top5, minutes,
                               self.main)

@@ -24,7 +24,7 @@ from mocokit.training.run_config import load_config
 from mocokit.training.runtime import autocast_factory, resolve_device, resolve_precision
 
 CACHE_DIR = "cache"
-OUTPUT_DIR = "eval"
+OUTPUT_DIR = "eval"  # RUN/eval/<command>.json, which the run's report lists (reporting/report.py: EVAL_DIR)
 # The data settings that choose and decode the images (and so the features); the others (workers, memory) do not.
 FEATURE_DATA_KEYS = ("path", "recipe", "image_size", "labels")  # subsets: by their indices
 
@@ -67,7 +67,13 @@ class EvalSession:
     def save_result(self, name: str, record: dict) -> Path:
         """Write `record` as RUN/eval/<name>.json (replacing an earlier result of the same name, atomically: a reader
         sees the old file or the new one, never a part); returns the path."""
-        return write_text_atomically(self.output_dir / f"{name}.json", json.dumps(record, indent=2, default=str) + "\n")
+        path = write_text_atomically(self.output_dir / f"{name}.json", json.dumps(record, indent=2, default=str) + "\n")
+        from mocokit.reporting.report import REPORT_FILE, write_report  # matplotlib: only when there is a report
+
+        run_dir = self.output_dir.parent
+        if (run_dir / REPORT_FILE).exists():  # the run's report lists its evaluations: draw it again
+            write_report(run_dir)
+        return path
 
     def loader(self, split: LabelledSplit, batch_size: int, shuffle: bool = False) -> DataLoader:
         """Batches (images, labels) of a split; a shuffled loader draws from its own generator seeded by eval.seed."""

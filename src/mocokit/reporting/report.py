@@ -21,6 +21,8 @@ from mocokit.reporting.summary import RunSummary, summarize
 
 REPORT_FILE = "report.html"
 CONFIG_FILE = "config.yaml"
+EVAL_DIR = "eval"  # RUN/eval/<command>.json, written by the evaluation commands
+EVAL_NUMBERS = ("top1", "top5", "knn_top1", "knn_top5", "random_init_top1", "gain", "finetune_gain")
 CAPTIONS = {  # plot file -> (heading, what to look for)
     "loss.png": (
         "Loss and instance-discrimination accuracy",
@@ -177,6 +179,52 @@ def _figure(path: Path) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
+def _run_section(metrics: Metrics) -> str:
+    """How the run was made: the command, versions and device of its latest start, and the warnings it printed."""
+    runs, warned = metrics.get("run", []), metrics.get("warnings", [])
+    if not runs and not warned:
+        return '<p class="note">Not recorded (a run of an earlier mocokit version).</p>'
+    parts = []
+    if runs:
+        last = runs[-1]
+        rows = [("command", last.get("command")), ("mocokit", last.get("mocokit")), ("torch", last.get("torch")),
+                ("python", last.get("python")), ("device", last.get("device"))]
+        if len(runs) > 1:
+            rows.append(("starts", f"{len(runs)} (resumed {len(runs) - 1} time(s)); the latest is shown"))
+        parts.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows
+                                         if v is not None) + "</table>")
+    messages = [m for record in warned for m in record.get("messages", [])]
+    if messages:
+        parts.append("<h3>Warnings</h3><ul>" + "".join(f"<li>{_e(m)}</li>" for m in dict.fromkeys(messages))
+                     + "</ul>")
+    else:
+        parts.append('<p class="note">No warnings.</p>')
+    return "\n".join(parts)
+
+
+def _evaluations_section(run_dir: Path) -> str:
+    """The results the evaluation commands wrote to RUN/eval/*.json (re-rendered after each of them)."""
+    import json
+
+    files = sorted((run_dir / EVAL_DIR).glob("*.json")) if (run_dir / EVAL_DIR).is_dir() else []
+    rows = []
+    for path in files:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            rows.append((path.stem, "unreadable"))
+            continue
+        numbers = {k: record[k] for k in EVAL_NUMBERS if isinstance(record, dict) and isinstance(record.get(k),
+                                                                                                 (int, float))}
+        shown = ", ".join(f"{k} {_percent(v) if 'gain' not in k else _float(v)}" for k, v in numbers.items())
+        rows.append((path.stem, shown or "(no headline number)"))
+    if not rows:
+        return ('<p class="note">None yet: `mocokit knn|linear|finetune|transfer RUN` write their results to '
+                f'{_e(EVAL_DIR)}/ and refresh this page.</p>')
+    return "<table>" + "".join(f'<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>' for name, value in rows) \
+        + "</table>"
+
+
 def render_report(run_dir: Path, metrics: Metrics, plots: list[Path]) -> str:
     """The report page for the run in `run_dir` with records `metrics`, embedding the given PNG files."""
     has_records = any(metrics.values())
@@ -216,8 +264,12 @@ def render_report(run_dir: Path, metrics: Metrics, plots: list[Path]) -> str:
 {meta}
 <h2>Final numbers</h2>
 {numbers}
+<h2>Evaluations</h2>
+{_evaluations_section(run_dir)}
 <h2>Curves</h2>
 {curves}
+<h2>Run</h2>
+{_run_section(metrics)}
 <h2>Resolved config</h2>
 {_config_section(config_text, config)}
 </main>

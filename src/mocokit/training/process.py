@@ -92,3 +92,24 @@ def one_line_warnings(stream=None) -> Iterator[None]:
             images = "image was" if skipped.value == 1 else "images were"
             print(f"{WARNING_PREFIX}{skipped.value} unreadable {images} skipped in all (each named above); fix or "
                   "delete those files", file=stream or sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def recorded_warnings() -> Iterator[list[str]]:
+    """While inside: each distinct warning message (one line) is appended to the list this yields, and still shown
+    as before (the previous `warnings.showwarning` is called). For a run's report: the warnings of the run."""
+    messages: list[str] = []
+    previous = warnings.showwarning
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        if text not in messages:
+            messages.append(text)
+        previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = record
+    try:
+        yield messages
+    finally:
+        warnings.showwarning = previous
+
