@@ -55,3 +55,18 @@ def knn_accuracy(
     top1 = (ranked[:, 0] == query_labels).float().mean().item()
     top5 = (ranked[:, : min(5, num_classes)] == query_labels[:, None]).any(dim=1).float().mean().item()
     return KnnScore(top1, top5)
+
+
+def centred_knn_accuracy(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> KnnScore:
+    """`knn_accuracy` after subtracting the bank's mean row from bank and queries alike: the pixel baseline
+    (`features.pixel_features`), where the mean image would otherwise dominate every cosine similarity."""
+    mean = bank.mean(dim=0, keepdim=True)  # 1×D
+    return knn_accuracy(bank - mean, bank_labels, queries - mean, query_labels, num_classes, k, temperature)

@@ -18,7 +18,7 @@ from mocokit.commands.common import (
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocokit.evaluation.knn_eval import knn_evaluation
+    from mocokit.evaluation.knn_eval import knn_evaluation, pixel_knn_evaluation
     from mocokit.evaluation.session import open_session
     from mocokit.training.process import configure_process
 
@@ -32,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
           f"images): top-1 {result.top1:.4f}, top-5 {result.top5:.4f}"
           f" [{'cached features' if result.cached else 'features extracted'}, {result.seconds:.1f}s]")
     record = {"command": "knn", **session.describe(), **asdict(result)}
+    if args.pixel_baseline:
+        pixels = pixel_knn_evaluation(session)
+        print(f"raw pixels (mean-centred, {session.encoder.config.data.image_size} px): top-1 {pixels.top1:.4f}, "
+              f"top-5 {pixels.top5:.4f} ({100 * (result.top1 - pixels.top1):+.1f} points for pretraining)")
+        record.update(pixel_top1=pixels.top1, pixel_top5=pixels.top5)
     compare_with_random_init(args, baseline, knn_evaluation, result, session, "knn", record)
     finish_evaluation(session, "knn", record, args.json)
     return 0
@@ -40,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
 def add_options(parser: argparse.ArgumentParser) -> None:
     add_protocol_argument(parser, "none (knn.k=200, knn.temperature=0.1)")
     add_random_init_argument(parser)
+    parser.add_argument("--pixel-baseline", action="store_true",
+                        help="also the kNN on the mean-centred raw pixels of the same images (the baseline that "
+                             "needs no training)")
     add_json_flag(parser)
 
 

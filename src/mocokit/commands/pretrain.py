@@ -26,12 +26,16 @@ def run(args: argparse.Namespace) -> int:
     if result.knn_top1 is not None and result.baseline_top1 is not None:
         print(f"kNN top-1: pretrained {result.knn_top1:.4f} | random init {result.baseline_top1:.4f} "
               f"({100 * (result.knn_top1 - result.baseline_top1):+.1f} points)")
+    if result.knn_top1 is not None and result.pixel_top1 is not None:
+        print(f"kNN top-1: pretrained {result.knn_top1:.4f} | raw pixels {result.pixel_top1:.4f} "
+              f"({100 * (result.knn_top1 - result.pixel_top1):+.1f} points)")
     if args.json:
         print_json({
             "run_dir": str(result.run_dir), "completed": result.completed, "epochs": result.epochs_done,
             "steps": result.steps_done, "minutes": round(result.minutes, 2),
             "knn_top1": result.knn_top1, "knn_top5": result.knn_top5,
             "random_init_knn_top1": result.baseline_top1, "random_init_knn_top5": result.baseline_top5,
+            "pixel_knn_top1": result.pixel_top1, "pixel_knn_top5": result.pixel_top5,
         })
     return 0
 

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from mocokit import distributed
 from mocokit.data.subset import seeded_subset
-from mocokit.features import extract_features
-from mocokit.knn import KnnScore, knn_accuracy
+from mocokit.features import extract_features, pixel_features
+from mocokit.knn import KnnScore, centred_knn_accuracy, knn_accuracy
 from mocokit.training.config import MonitorConfig
 from mocokit.training.faults import fault_point
 
@@ -42,6 +42,15 @@ class KnnMonitor:
         queries, query_labels = self._features(backbone, self.query_loader, self.sizes[1])
         return knn_accuracy(bank, bank_labels, queries, query_labels, self.num_classes, self.cfg.knn_k,
                             self.cfg.knn_temperature)
+
+    def pixel_baseline(self) -> KnnScore:
+        """The same kNN on the mean-centred raw pixels of the same images (no network): what features that cost
+        nothing reach. Measured once, beside the random-initialisation baseline."""
+        bank, bank_labels = (gather_shares(t, self.sizes[0]) for t in pixel_features(self.bank_loader, self.device))
+        queries, query_labels = (gather_shares(t, self.sizes[1])
+                                 for t in pixel_features(self.query_loader, self.device))
+        return centred_knn_accuracy(bank, bank_labels, queries, query_labels, self.num_classes, self.cfg.knn_k,
+                                    self.cfg.knn_temperature)
 
     def _features(self, backbone: nn.Module, loader: DataLoader, total: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels of all `total` images, this rank having extracted its share."""

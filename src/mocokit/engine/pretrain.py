@@ -73,6 +73,8 @@ class PretrainResult:
     baseline_top5: float | None
     minutes: float  # this invocation's wall time
     main_process: bool = True  # False on the other ranks of a multi-process run, which should stay quiet
+    pixel_top1: float | None = None  # kNN on the mean-centred raw pixels (measured on a fresh start only)
+    pixel_top5: float | None = None
 
 
 def pretrain(cfg: Config, echo: Callable[[str], None] = print) -> PretrainResult:
@@ -349,14 +351,20 @@ class Pretraining:
 
     def run(self) -> PretrainResult:
         cfg, state = self.cfg, self.state
+        pixels = None  # kNN on the raw pixels
         if self.monitor is not None and cfg.monitor.knn_baseline and state.baseline is None and state.steps_done == 0:
             state.baseline = self.monitor.evaluate(self.parts.model.backbone)
             start = "the initial weights (model.init)" if self.init else "random initialisation"
             self.log.say(f"kNN at {start}: top-1 {state.baseline.top1:.4f}, "
                          f"top-5 {state.baseline.top5:.4f}")
+            pixels = self.monitor.pixel_baseline()  # measured on a fresh start only; metrics.jsonl keeps it
+            self.log.say(f"kNN on mean-centred raw pixels ({cfg.data.image_size} px): top-1 {pixels.top1:.4f}, "
+                         f"top-5 {pixels.top5:.4f}")
         if state.baseline is not None:
-            self.log({"kind": "baseline", "step": 0, "knn_top1": state.baseline.top1,
-                      "knn_top5": state.baseline.top5})
+            record = {"kind": "baseline", "step": 0, "knn_top1": state.baseline.top1, "knn_top5": state.baseline.top5}
+            if pixels is not None:
+                record.update(pixel_top1=pixels.top1, pixel_top5=pixels.top5)
+            self.log(record)
         if self.folder.saved is not None:  # last, so that nothing set up above draws from the restored generators
             restore_rng_state(self.folder.saved.rng)
 
@@ -390,11 +398,12 @@ class Pretraining:
         knn, baseline = state.knn or KnnScore(None, None), state.baseline or KnnScore(None, None)
         if completed and not already_complete:
             self.log({"kind": "final", "step": state.steps_done, "epoch": state.epochs_done, "minutes": minutes,
-                      "knn_top1": knn.top1, "knn_top5": knn.top5, "baseline_top1": baseline.top1})
+                      "knn_top1": knn.top1, "knn_top5": knn.top5, "baseline_top1": baseline.top1,
+                      **({"pixel_top1": pixels.top1} if pixels is not None else {})})
         self.log.close(self.folder.path, state.steps_done)
         return PretrainResult(self.folder.path, state.epochs_done, state.steps_done, completed,
                               stop_agreed.requested, knn.top1, knn.top5, baseline.top1, baseline.top5, minutes,
-                              self.main)
+                              self.main, *(pixels or (None, None)))
 
     def _train_epoch(self, epoch: int, stop_requested: Callable[[], bool]) -> EpochResult:
         cfg, state, data, parts = self.cfg, self.state, self.data, self.parts

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 
 from mocokit.evaluation.session import EvalSession
-from mocokit.knn import knn_accuracy
+from mocokit.features import pixel_features
+from mocokit.knn import KnnScore, centred_knn_accuracy, knn_accuracy
 
 
 @dataclass
@@ -34,3 +35,14 @@ def knn_evaluation(session: EvalSession) -> KnnResult:
                               cfg.temperature)
     return KnnResult(top1, top5, cfg.k, cfg.temperature, len(bank_split), len(query_split),
                      all(session.cache_hits[hits_before:]), time.perf_counter() - started)
+
+
+def pixel_knn_evaluation(session: EvalSession) -> KnnScore:
+    """The same kNN (same bank and query images, k and τ) on the mean-centred raw pixels at the run's image size,
+    through the evaluation transform: the baseline that needs no training."""
+    cfg = session.config.knn
+    bank_split = session.train_split(max_images=cfg.bank_images)
+    bank, bank_labels = pixel_features(session.loader(bank_split, session.config.eval.batch_size))
+    queries, query_labels = pixel_features(session.loader(session.test_split(), session.config.eval.batch_size))
+    return centred_knn_accuracy(bank, bank_labels, queries, query_labels, len(bank_split.classes), cfg.k,
+                                cfg.temperature)

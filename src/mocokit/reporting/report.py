@@ -118,6 +118,10 @@ def _final_numbers(summary: RunSummary) -> list[tuple[str, str]]:
         rows += [("kNN top-1 at random init", _percent(summary.baseline_top1))]
         if summary.baseline_top5 is not None:
             rows += [("kNN top-5 at random init", _percent(summary.baseline_top5))]
+    if summary.pixel_top1 is not None:
+        rows += [("kNN top-1 on raw pixels", _percent(summary.pixel_top1))]
+        if summary.pixel_top5 is not None:
+            rows += [("kNN top-5 on raw pixels", _percent(summary.pixel_top5))]
     if summary.knn_gain is not None:
         rows += [("kNN top-1 gain over random init", f"{summary.knn_gain * 100:+.2f} pts")]
     throughput = summary.mean_images_per_s

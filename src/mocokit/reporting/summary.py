@@ -27,6 +27,8 @@ class RunSummary:
     mean_images_per_s: float | None  # mean over step records with a finite throughput
     started: float | None  # unix time of the first record
     first_nonfinite_loss_step: int | None  # the first step whose logged loss is NaN or infinite
+    pixel_top1: float | None = None  # kNN on the mean-centred raw pixels: the baseline that costs no training
+    pixel_top5: float | None = None
 
     @property
     def knn_gain(self) -> float | None:
@@ -52,6 +54,7 @@ def summarize(metrics: Metrics) -> RunSummary:
     finals, baselines = metrics.get("final", []), metrics.get("baseline", [])
     final = finals[-1] if finals else {}
     baseline = baselines[-1] if baselines else {}
+    pixels = next((r for r in reversed(baselines) if "pixel_top1" in r), {})  # a resume logs no new one
     last = steps[-1] if steps else (epochs[-1] if epochs else {})
 
     measured = [r for r in epochs if _finite(r.get("knn_top1")) is not None]
@@ -83,6 +86,8 @@ def summarize(metrics: Metrics) -> RunSummary:
         knn_epoch=int(knn_epoch) if knn_epoch is not None else None,
         baseline_top1=_finite(baseline.get("knn_top1", final.get("baseline_top1"))),
         baseline_top5=_finite(baseline.get("knn_top5")),
+        pixel_top1=_finite(pixels.get("pixel_top1", final.get("pixel_top1"))),
+        pixel_top5=_finite(pixels.get("pixel_top5")),
         epochs=int(max(completed, default=0)),
         steps=int(max(logged_steps, default=0)),
         minutes=minutes,

@@ -113,7 +113,7 @@ class MonitorConfig:
     knn_temperature: float = 0.1  # τ in the weights exp(similarity / τ)
     knn_bank_size: int | None = None  # use at most this many training images as the feature bank (None: all)
     knn_query_size: int | None = None  # evaluate at most this many test images (None: all)
-    knn_baseline: bool = True  # also measure the random-initialisation kNN once, before training
+    knn_baseline: bool = True  # also measure the kNN at random initialisation and on raw pixels once, before training
     # Label-free health: effective rank of the backbone features, alignment, uniformity and mean per-dimension std
     # of the normalised head outputs, on a fixed seeded sample of training images (two augmented views each). Warns
     # when the rank or the std falls below half its previous value (collapse). At most a fifth of the training set
