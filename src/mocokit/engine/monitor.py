@@ -4,17 +4,52 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from mocokit import data as mdata
 from mocokit import distributed
+from mocokit.data.config import DataConfig
+from mocokit.data.errors import DataError
 from mocokit.data.subset import seeded_subset
 from mocokit.features import extract_features, pixel_features
 from mocokit.knn import KnnScore, centred_knn_accuracy, knn_accuracy
 from mocokit.training.config import MonitorConfig
 from mocokit.training.faults import fault_point
+
+HOW_TO_LABEL = ("for the kNN curve, set monitor.data.path=DIR to a labelled ImageFolder (DIR/<class>/<image>, or "
+                "DIR/train/<class>/ and DIR/test/<class>/; a few dozen images per class)")
+OWN_BANK_SHARE = 0.8  # a monitor folder without a test split: this share is the bank, the rest the queries
+
+
+def own_labelled_splits(data: DataConfig, path: str, seed: int) -> tuple[Dataset, Dataset, int, str]:
+    """(bank, queries, number of classes, what the queries are: "test images of DIR") of the monitor's own
+    labelled ImageFolder `path` (monitor.data.path), read through the training data's evaluation transform
+    (data.image_size, data.recipe): its train/ and test/ (or val/) splits, or one folder split 80/20 by a
+    permutation seeded by `seed`. DataError when it has no class folders, fewer than two images, or train and test
+    classes that differ."""
+    cfg = replace(data, path=path, labels="folders", max_images=None, label_fraction=None, download=False)
+    splits = mdata.available_splits(cfg)
+    bank = mdata.build_eval_dataset(cfg, "train")
+    classes = list(getattr(bank, "classes", None) or [])
+    if not classes:
+        raise DataError(f"monitor.data.path={path} has no class folders: put each class's images in DIR/<class>/")
+    query_split = next((s for s in ("test", "val") if s in splits), None)
+    if query_split is not None:
+        queries = mdata.build_eval_dataset(cfg, query_split)
+        if list(queries.classes) != classes:
+            raise DataError(f"monitor.data.path={path}: train/ has the classes {classes} and {query_split}/ has "
+                            f"{list(queries.classes)}; give both the same class folders")
+        return bank, queries, len(classes), f"{query_split} images of {path}"
+    if len(bank) < 2:
+        raise DataError(f"monitor.data.path={path} has {len(bank)} image: label at least a few per class")
+    order = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = min(max(1, round(OWN_BANK_SHARE * len(bank))), len(bank) - 1)
+    return (Subset(bank, order[:cut]), Subset(bank, order[cut:]), len(classes),
+            f"held-out images (20%) of {path}")
 
 
 class KnnMonitor:

@@ -31,7 +31,7 @@ from mocokit.data.subset import seeded_subset
 from mocokit.engine.epoch import EpochHooks, EpochResult, Schedule, train_one_epoch
 from mocokit.engine.health_monitor import build_health_monitor
 from mocokit.engine.initial_weights import load_initial_weights, recorded_source
-from mocokit.engine.monitor import KnnMonitor
+from mocokit.engine.monitor import HOW_TO_LABEL, KnnMonitor, own_labelled_splits
 from mocokit.engine.step import StepRunner, compile_enabled, watched_parameters
 from mocokit.errors import ConfigError, NonFiniteLoss
 from mocokit.knn import KnnScore
@@ -246,23 +246,28 @@ def restore_state(folder: RunFolder, parts: TrainingParts, steps_per_epoch: int)
 
 
 def build_monitor(cfg: Config, device: torch.device, autocast, say: Callable[[str], None]) -> KnnMonitor | None:
-    """The kNN monitor on the dataset's labelled train and test/val splits, or None (said why)."""
+    """The kNN monitor on monitor.data.path's labelled images, else on the dataset's labelled train and test/val
+    splits, or None (said why, and how to get one)."""
     if not cfg.monitor.knn_every_epochs:
         return None
-    splits = mdata.available_splits(cfg.data)
-    query_split = next((s for s in ("test", "val") if s in splits), None)
-    if query_split is None:
-        say("kNN monitor off: the dataset has no test/val split")
-        return None
-    bank = mdata.build_eval_dataset(cfg.data, "train")
-    if not getattr(bank, "classes", None):
-        say("kNN monitor off: the dataset has no labels")
-        return None
-    queries = mdata.build_eval_dataset(cfg.data, query_split)
-    monitor = KnnMonitor(bank, queries, len(bank.classes), cfg.monitor, device,
+    if cfg.monitor.data.path:
+        bank, queries, classes, query_split = own_labelled_splits(cfg.data, cfg.monitor.data.path, cfg.train.seed)
+    else:
+        splits = mdata.available_splits(cfg.data)
+        query_split = next((s for s in ("test", "val") if s in splits), None)
+        if query_split is None:
+            say(f"kNN monitor off: the dataset has no labelled test/val split; {HOW_TO_LABEL}")
+            return None
+        bank = mdata.build_eval_dataset(cfg.data, "train")
+        if not getattr(bank, "classes", None):
+            say(f"kNN monitor off: the dataset has no labels; {HOW_TO_LABEL}")
+            return None
+        queries, classes = mdata.build_eval_dataset(cfg.data, query_split), len(bank.classes)
+        query_split = f"{query_split} images"
+    monitor = KnnMonitor(bank, queries, classes, cfg.monitor, device,
                          num_workers=min(cfg.data.num_workers, 2), channels_last=cfg.train.channels_last,
                          autocast=autocast, seed=cfg.train.seed)
-    say(f"kNN monitor: {monitor.sizes[0]} bank images, {monitor.sizes[1]} {query_split} images, "
+    say(f"kNN monitor: {monitor.sizes[0]} bank images, {monitor.sizes[1]} {query_split}, "
         f"k={cfg.monitor.knn_k}, τ={cfg.monitor.knn_temperature}")
     return monitor
 

@@ -107,12 +107,20 @@ class RunConfig:
 
 
 @dataclass
+class MonitorDataConfig:
+    # a labelled ImageFolder for the kNN monitor instead of the training data's splits (DIR/train/<class>/ and
+    # DIR/test/<class>/, or DIR/<class>/ split 80/20 by train.seed): pretrain on unlabelled images, label a few hundred
+    path: str | None = None  # labelled ImageFolder for the kNN monitor (None: the training data's own splits)
+
+
+@dataclass
 class MonitorConfig:
     knn_every_epochs: int = 1  # online kNN accuracy every N epochs (0: never); needs a labelled test split
     knn_k: int = 200  # neighbours
     knn_temperature: float = 0.1  # τ in the weights exp(similarity / τ)
     knn_bank_size: int | None = None  # use at most this many training images as the feature bank (None: all)
     knn_query_size: int | None = None  # evaluate at most this many test images (None: all)
+    data: MonitorDataConfig = field(default_factory=MonitorDataConfig)  # the kNN monitor's own labelled images
     knn_baseline: bool = True  # also measure the kNN at random initialisation and on raw pixels once, before training
     # Label-free health: effective rank of the backbone features, alignment, uniformity and mean per-dimension std
     # of the normalised head outputs, on a fixed seeded sample of training images (two augmented views each). Warns
