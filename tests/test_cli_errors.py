@@ -37,3 +37,13 @@ def test_an_unexpected_runtime_error_is_not_hidden(monkeypatch):
     monkeypatch.setattr(pretrain_command, "run", fail)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["pretrain", "v2-cifar10"])
+
+
+def test_a_value_with_control_characters_is_echoed_escaped_on_one_line(tmp_path, capsys):
+    """Found by the config property test: resume="0\\f" was echoed raw and split the message at the form feed."""
+    from mocokit.cli import main
+
+    status = main(["pretrain", "v2-cifar10", "resume=0\f", f"run.dir={tmp_path / 'run'}",
+                   f"data.path={tmp_path / 'no-such-data'}"])
+    lines = capsys.readouterr().err.splitlines()
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("mocokit: error: ") and "\\x0c" in lines[0]

@@ -76,23 +76,29 @@ def _report(error: Exception) -> int | None:
     from mocokit.training.lock import RunFolderError
 
     if isinstance(error, CheckpointWriteError):
-        print(f"mocokit: training stopped: {error}", file=sys.stderr)
+        print(f"mocokit: training stopped: {_one_line(error)}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
     if isinstance(error, (ConfigError, DataError, CheckpointError, RunFolderError, FileExistsError,
                           FileNotFoundError)):
-        print(f"mocokit: error: {error}", file=sys.stderr)
+        print(f"mocokit: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     if isinstance(error, NonFiniteLoss):
-        print(f"mocokit: training stopped: {error}", file=sys.stderr)
+        print(f"mocokit: training stopped: {_one_line(error)}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
     if isinstance(error, BackboneChanged):  # the linear probe's sanity check: a bug, reported without a traceback
-        print(f"mocokit: sanity check failed: {error}", file=sys.stderr)
+        print(f"mocokit: sanity check failed: {_one_line(error)}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
     if isinstance(error, (MemoryError, RuntimeError)) and _out_of_memory(error):
         print(f"mocokit: out of memory ({(str(error).splitlines() or [''])[0][:200]}); lower train.batch_size, "
               "data.image_size or the model's size (the last checkpoint is kept)", file=sys.stderr)
         return EXIT_TRAINING_FAILED
     return None
+
+
+def _one_line(error: BaseException) -> str:
+    """The message with any control character a user's value brought in (a newline, a form feed) escaped, so that
+    an error stays one line whatever the input."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(error))
 
 
 def _out_of_memory(error: BaseException) -> bool:
