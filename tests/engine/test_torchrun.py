@@ -38,6 +38,8 @@ def test_two_processes_write_one_set_of_outputs_and_resume_on_one_process(tiny_i
     assert finished.returncode == 0, output
     assert output.count("run folder:") == 1 and "batch 16 (2 processes)" in output  # rank 0 alone speaks
     assert output.count("kNN top-1: pretrained") == 1
+    (summary,) = [line for line in output.splitlines() if line.startswith("kNN top-1: pretrained")]
+    assert "| random init " in summary and "| raw pixels " in summary  # every baseline on the one line
     kinds = [r["kind"] for r in records(run)]
     assert kinds.count("epoch") == 2 and kinds.count("final") == 1 and kinds.count("baseline") == 1
     assert [r["step"] for r in records(run) if r["kind"] == "step"] == [2, 4, 6, 8]  # written once, not per rank

@@ -23,12 +23,12 @@ def run(args: argparse.Namespace) -> int:
         return INTERRUPTED
     if not result.main_process:  # under torchrun, rank 0 reports for every process
         return 0
-    if result.knn_top1 is not None and result.baseline_top1 is not None:
-        print(f"kNN top-1: pretrained {result.knn_top1:.4f} | random init {result.baseline_top1:.4f} "
-              f"({100 * (result.knn_top1 - result.baseline_top1):+.1f} points)")
-    if result.knn_top1 is not None and result.pixel_top1 is not None:
-        print(f"kNN top-1: pretrained {result.knn_top1:.4f} | raw pixels {result.pixel_top1:.4f} "
-              f"({100 * (result.knn_top1 - result.pixel_top1):+.1f} points)")
+    if result.knn_top1 is not None:  # one line: the pretrained kNN against each baseline measured
+        baselines = [(name, value) for name, value in (("random init", result.baseline_top1),
+                                                       ("raw pixels", result.pixel_top1)) if value is not None]
+        if baselines:
+            print(f"kNN top-1: pretrained {result.knn_top1:.4f} | " + " | ".join(
+                f"{name} {value:.4f} ({100 * (result.knn_top1 - value):+.1f} points)" for name, value in baselines))
     if args.json:
         print_json({
             "run_dir": str(result.run_dir), "completed": result.completed, "epochs": result.epochs_done,
