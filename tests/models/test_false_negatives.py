@@ -69,17 +69,19 @@ def views(n=8, seed=0):
 
 
 @pytest.mark.parametrize("dictionary", ["queue", "memory_bank"])
-def test_with_no_own_keys_and_no_cancellation_masking_changes_nothing(dictionary):
-    """Images never seen before have no stale keys: masked and unmasked models give the same loss."""
-    results = []
+def test_masking_changes_the_loss_exactly_when_a_query_meets_its_own_key(dictionary):
+    """A fresh queue holds no image's key: masked and unmasked losses are equal. The memory bank's draw of K=48 rows
+    of 64 hits some of the batch's own rows: there the masked loss differs."""
+    results, met = [], []
     for mask in (False, True):
         torch.manual_seed(0)
-        model = build_model(ModelConfig(version="v2", queue_size=16, dictionary=dictionary, mask_own_keys=mask,
+        model = build_model(ModelConfig(version="v2", queue_size=48, dictionary=dictionary, mask_own_keys=mask,
                                         **TINY), dataset_size=64).train()
         torch.manual_seed(1)
         results.append(model(*views(), indices=torch.arange(8))["loss"].item())
-    if dictionary == "queue":
-        assert results[0] == results[1]
+        met.append(bool(model.dictionary.step_stats()["own_key_rate"] > 0))
+    assert met[0] == met[1] == (dictionary == "memory_bank")
+    assert (results[0] == results[1]) == (not met[0])
 
 
 def test_the_queue_remembers_which_image_each_key_came_from_and_masks_it_the_next_time():

@@ -80,9 +80,9 @@ def train_one_epoch(run_step: StepRunner, loader: Iterable, first_step: int, sch
     start = time.perf_counter()
     totals, watch, window = _Totals(), _NonFiniteWatch(), _Throughput()
     step = first_step
+    if hooks.stop_at_step is not None and step >= hooks.stop_at_step:  # resumed at or past it: no step beyond
+        return EpochResult(0, 0.0, 0.0, time.perf_counter() - start, stopped_early=True)
     for views, _labels, indices in loader:
-        if hooks.stop_at_step is not None and step >= hooks.stop_at_step:
-            break  # resumed at or past train.stop_at_step (the same command run again): no step beyond it
         step += 1
         measure = step % hooks.log_every == 0
         lr, m = schedule.lr_at(step - 1), schedule.momentum_at(step - 1)

@@ -60,7 +60,6 @@ class MoCo(nn.Module):
         self.momentum = momentum  # default m when `forward` is not given one (v3 engines pass the schedule's value)
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
-        self.loss_name = loss
         self.loss_fn = LOSSES[loss](temperature=temperature, **(loss_settings or {}))  # (logits, targets) -> loss
         self.views_share_backbone = not has_batch_statistics(backbone)  # ViT (LayerNorm only): exact to batch views
         self.share_backbone_call = share_backbone_call
