@@ -48,3 +48,23 @@ def test_refusals_exit_2_with_a_message_and_write_nothing(mocokit_cli, tiny_run,
     assert "--force" in capsys.readouterr().err and out.read_bytes() == b"keep"
     assert mocokit_cli("export", tiny_run, "--format", "moco", "--out", out, "--force") == 0
     assert read_safetensors(out)[1]["export_format"] == "moco"
+
+
+def test_onnx_through_the_command_line_and_detectron2_refused_for_the_cifar_stem(mocokit_cli, tiny_run, tmp_path,
+                                                                                capsys):
+    import onnxruntime
+
+    out = tmp_path / "backbone.onnx"
+    assert mocokit_cli("export", tiny_run, "--format", "onnx", "--out", out, "--json") == 0
+    result = last_json(capsys)
+    assert result["format"] == "onnx" and result["onnx_difference"] < 1e-4 and "onnxruntime" in result["load_code"]
+    x = torch.randn(3, 3, 32, 32)
+    features = onnxruntime.InferenceSession(str(out)).run(["features"], {"images": x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(features), load_pretrained(tiny_run).backbone(x), rtol=0,
+                                   atol=1e-4)
+    pkl = tmp_path / "r18.pkl"
+    assert mocokit_cli("export", tiny_run, "--format", "detectron2", "--out", pkl) == 2
+    error = capsys.readouterr().err.strip()
+    assert "CIFAR stem" in error and "use --format torchvision or onnx" in error and not pkl.exists()
+    assert len(error.splitlines()) == 1, error
