@@ -36,6 +36,7 @@ from mocokit.engine.step import StepRunner, compile_enabled, watched_parameters
 from mocokit.errors import ConfigError, NonFiniteLoss
 from mocokit.knn import KnnScore
 from mocokit.models import MoCo
+from mocokit.models.config import VIT_GEOMETRY
 from mocokit.reporting import MetricsWriter, write_report
 from mocokit.training.checkpoint import (
     LAST,
@@ -276,9 +277,10 @@ def check_same_model(saved: PretrainCheckpoint, cfg: Config, path: Path) -> None
     saved_model = saved.config.get("model", {})
     current = to_tree(cfg.model)
     defaults = to_tree(type(cfg.model)())
+    inert = () if cfg.model.is_vit else VIT_GEOMETRY  # settings that do not change this backbone
     # a setting added after the checkpoint was written counts as its default value (older checkpoints resume)
     differing = sorted(key for key in set(saved_model) | set(current)
-                       if saved_model.get(key, defaults.get(key)) != current.get(key))
+                       if key not in inert and saved_model.get(key, defaults.get(key)) != current.get(key))
     if differing:
         details = ", ".join(f"model.{k}: {saved_model.get(k)!r} in the checkpoint, {current.get(k)!r} now"
                             for k in differing)

@@ -41,6 +41,9 @@ def _build_resnet(cfg: ModelConfig) -> nn.Module:
 def _build_vit(cfg: ModelConfig) -> nn.Module:
     from mocokit.models.vit import build_vit
 
+    if cfg.image_size is None:
+        raise ConfigError("model.image_size is null: a run's config sets it to data.image_size; give it when "
+                          "building a ViT from a ModelConfig alone")
     return build_vit(cfg.backbone, image_size=cfg.image_size, patch_size=cfg.patch_size,
                      freeze_patch_embed=cfg.freeze_patch_embed, **cfg.backbone_args)
 

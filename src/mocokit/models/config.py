@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -13,6 +14,9 @@ MAX_LAYERS = 32  # projector / predictor depth
 MAX_SIZE = 2**16  # dim, hidden_dim, image_size, patch_size, bn_splits
 MAX_QUEUE = 2**24  # queue keys (the official ImageNet queue: 2**16)
 MAX_WIDTH = 16.0  # ResNet channel multiplier (1: the standard widths)
+# settings that shape only a mocokit ViT (its patch grid); a ResNet or timm backbone is the same network whatever they
+# hold, so a checkpoint written when model.image_size still defaulted to 224 resumes a ResNet run at 32 px
+VIT_GEOMETRY = ("image_size", "patch_size")
 
 
 @dataclass
@@ -23,7 +27,8 @@ class ModelConfig:
     backbone_args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for timm backbones
     cifar_stem: bool = False  # ResNet: 3x3 stride-1 first conv and no max-pool, for 32-96 px images
     width: float = 1.0  # ResNet channel multiplier (0.25 -> 16-32-64-128 channels for ResNet-18)
-    image_size: int = 224  # ViT: input side in pixels (sets the patch grid and the position embedding)
+    # resolved when a run's config is loaded, so config.yaml holds the side used; ResNets and timm models ignore it
+    image_size: int | None = None  # ViT: input side in pixels (patch grid, position embedding); null: data.image_size
     patch_size: int = 16  # ViT: patch side in pixels (4 for 32 px images)
     freeze_patch_embed: bool = False  # v3 ViT stability trick: keep the random patch projection frozen
     zero_init_residual: bool = False  # ResNet: zero-init the last BN gamma of each residual block (v3)
@@ -71,7 +76,7 @@ class ModelConfig:
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(f"model.momentum must be in [0, 1], got {self.momentum}")
         for name in ("dim", "predictor_layers", "bn_splits", "image_size", "patch_size"):
-            if getattr(self, name) < 1:
+            if (getattr(self, name) or 1) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("dim", "hidden_dim", "image_size", "patch_size", "bn_splits"):
             if (getattr(self, name) or 0) > MAX_SIZE:
@@ -109,7 +114,7 @@ class ModelConfig:
                 "model.sync_bn=all with model.shuffle_bn on would share batch statistics across the processes that "
                 "shuffle BN keeps apart (moco #46): use model.sync_bn=heads or none for MoCo v1/v2"
             )
-        if self.is_vit and self.image_size % self.patch_size:
+        if self.is_vit and self.image_size is not None and self.image_size % self.patch_size:
             raise ValueError(
                 f"model.image_size ({self.image_size}) must be a multiple of model.patch_size ({self.patch_size})"
             )
@@ -126,6 +131,15 @@ class ModelConfig:
             if not timm.is_model(name):
                 raise ValueError(f"model.backbone={self.backbone}: timm has no model {name!r}; "
                                  f"`python -c \"import timm; print(timm.list_models('*resnet*'))\"` lists names")
+
+    def with_image_size(self, data_image_size: int) -> ModelConfig:
+        """This config with a null image_size resolved to the data's crop side; itself when image_size is set."""
+        if self.image_size is not None:
+            return self
+        if self.is_vit and data_image_size % self.patch_size:
+            raise ValueError(f"data.image_size ({data_image_size}), the ViT's input side (model.image_size: null), "
+                             f"must be a multiple of model.patch_size ({self.patch_size})")
+        return dataclasses.replace(self, image_size=data_image_size)
 
     @property
     def sync_bn_scope(self) -> str:

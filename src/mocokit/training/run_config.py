@@ -31,6 +31,7 @@ class Config:
     resume: str = "auto"  # auto: continue from run.dir's last checkpoint if there is one; none; or a checkpoint path
 
     def __post_init__(self) -> None:
+        self.model = self.model.with_image_size(self.data.image_size)  # null: the ViT takes the data's crops
         if self.train.batch_size % max(self.model.bn_splits, 1):
             raise ValueError(
                 f"train.batch_size={self.train.batch_size} must be a multiple of model.bn_splits="
