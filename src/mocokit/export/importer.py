@@ -24,6 +24,7 @@ from mocokit.weights.load import LoadReport
 @dataclass
 class ImportResult:
     checkpoint: Path  # the mocokit checkpoint written
+    source: Path  # the file read (a model zoo name: its cached file)
     run_dir: Path | None  # the run folder holding it (with config.yaml), or None when --out named a file
     config: Config
     layout: str  # the file's layout (one of LAYOUTS)
@@ -34,10 +35,11 @@ class ImportResult:
 
 def import_weights(source: Path | str, out: Path | str, fmt: str = "auto", config: str | None = None,
                    overrides: list[str] | None = None, force: bool = False) -> ImportResult:
-    """Write the weights of `source` as a mocokit checkpoint: `out` ending in .pt is that file; any other `out` is a
-    run folder (out/checkpoints/last.pt and out/config.yaml). config: a preset or YAML the weights must fit (default:
-    inferred from them); overrides: key=value on top. WeightsError (a ConfigError) naming the first tensor that does
-    not fit; FileExistsError when `out` already holds a checkpoint and not `force`."""
+    """Write the weights of `source` (a file, or a model zoo name) as a mocokit checkpoint: `out` ending in .pt is
+    that file; any other `out` is a run folder (out/checkpoints/last.pt and out/config.yaml). config: a preset or
+    YAML the weights must fit (default: inferred from them); overrides: key=value on top. WeightsError (a
+    ConfigError) naming the first tensor that does not fit; FileExistsError when `out` already holds a checkpoint
+    and not `force`."""
     out = Path(out)
     run_dir = None if out.suffix == ".pt" else out
     target = out if run_dir is None else checkpoint_dir(run_dir) / LAST
@@ -54,9 +56,9 @@ def import_weights(source: Path | str, out: Path | str, fmt: str = "auto", confi
     model = initial_model(cfg)  # the parts the file lacks are those a run of cfg starts from
     report = load_weights(model, weights, dictionary=True)
     payload = PretrainCheckpoint(model=model.state_dict(), config=to_tree(cfg), step=0).to_payload()
-    payload["imported_from"] = {"path": str(Path(source).resolve()), "sha256": weights.sha256,
+    payload["imported_from"] = {"path": str(weights.path.resolve()), "sha256": weights.sha256,
                                 "layout": weights.layout, "not_used": report.notes}
     save_checkpoint(target, payload)
     if run_dir is not None:
         (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
-    return ImportResult(target, run_dir, cfg, weights.layout, weights.sha256, report, config_from)
+    return ImportResult(target, weights.path, run_dir, cfg, weights.layout, weights.sha256, report, config_from)

@@ -4,7 +4,8 @@ strictly onto mocokit's MoCo model (docs/weights.md).
     weights = read_weights("moco_v2_800ep_pretrain.pth.tar")   # ForeignWeights: tensors under mocokit's names
     report = load_weights(model, weights)                       # every tensor placed, shapes checked
 
-`mocokit import` writes them as a mocokit checkpoint; `model.init=FILE` starts a pretraining run from them.
+`mocokit import` writes them as a mocokit checkpoint; `model.init=FILE` starts a pretraining run from them. FILE may
+also be a model zoo name (`moco-v2-800ep-r50`: the official file, downloaded once into a cache and checked).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _LAZY = {
     "infer_model_settings": "mocokit.weights.infer",
     "LoadReport": "mocokit.weights.load",
     "load_weights": "mocokit.weights.load",
+    "ZOO": "mocokit.weights.zoo",
+    "zoo_file": "mocokit.weights.zoo",
 }
 
 __all__ = ["FORMATS", "LAYOUTS", *_LAZY]

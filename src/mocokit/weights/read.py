@@ -16,6 +16,7 @@ import torch
 
 from mocokit.weights.errors import WeightsError
 from mocokit.weights.layouts import ForeignWeights, map_layout
+from mocokit.weights.zoo import looks_like_zoo_name, zoo_file
 
 MOCOKIT_CHECKPOINT = "mocokit-checkpoint"  # the format marker of mocokit's own checkpoints (training/checkpoint.py)
 # entries of a training checkpoint that hold the weights, in the order they are looked for
@@ -33,9 +34,12 @@ def file_sha256(path: Path | str) -> str:
 
 def read_weights(path: Path | str, fmt: str = "auto", content: Any = None) -> ForeignWeights:
     """The tensors of a weights file under mocokit's MoCo names (`map_layout`), with what was left out and why.
+    path: a file, or a model zoo name (`mocokit.weights.zoo`: the cached official file, downloaded when absent).
     fmt: one of FORMATS (auto: recognised from the key names). WeightsError naming the file when it cannot be read
     safely, holds no state dict, or its keys are of no known layout (or not of `fmt`). content: the file's content
     when the caller has read it already (a verified mocokit checkpoint)."""
+    if looks_like_zoo_name(str(path)):  # moco-v2-800ep-r50: the official file, from the cache or downloaded
+        path = zoo_file(str(path))
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
