@@ -1,15 +1,20 @@
 import pytest
+from PIL import Image
 
 from mocokit.config.loader import preset_names
 from mocokit.errors import ConfigError
 from mocokit.training.run_config import Config, config_to_yaml, load_config
 
 
-def test_every_preset_loads_and_names_itself():
+def test_every_preset_loads_and_names_itself(tmp_path):
     assert {"v1-imagenet", "v2-imagenet", "v3-resnet50-imagenet", "v3-vit-small-imagenet", "v3-vit-base-imagenet",
-            "v1-cifar10", "v2-cifar10", "v3-cifar10", "v3-vit-cifar10"} <= set(preset_names())
+            "v1-cifar10", "v2-cifar10", "v3-cifar10", "v3-vit-cifar10", "auto"} <= set(preset_names())
+    images = tmp_path / "images"  # the `auto` preset derives its values from the images
+    images.mkdir()
+    for i in range(16):
+        Image.new("RGB", (32, 32), (i, i, i)).save(images / f"{i}.png")
     for name in preset_names():
-        cfg = load_config(name)
+        cfg = load_config(name, [f"data.path={images}"] if name == "auto" else [])
         assert isinstance(cfg, Config) and cfg.name == name
 
 

@@ -2,6 +2,7 @@ import warnings
 
 import pytest
 import torch
+from PIL import Image
 
 from mocokit import build_model, load_config
 from mocokit.config.loader import preset_names
@@ -16,8 +17,12 @@ SMALL = {
 
 
 @pytest.mark.parametrize("preset", preset_names())
-def test_every_preset_builds_and_trains_one_step(preset):
-    overrides, batch, size = SMALL["cifar10" if "cifar" in preset else "imagenet"]
+def test_every_preset_builds_and_trains_one_step(preset, tmp_path):
+    overrides, batch, size = SMALL["cifar10" if "cifar" in preset or preset == "auto" else "imagenet"]
+    if preset == "auto":  # derived from 32 px images: the CIFAR recipe's model
+        for i in range(16):
+            Image.new("RGB", (32, 32), (i, i, i)).save(tmp_path / f"{i}.png")
+        overrides = [f"data.path={tmp_path}", "train.batch_size=16"]
     cfg = load_config(preset, overrides=overrides)
     if cfg.model.backbone.startswith("vit"):
         size = cfg.model.image_size

@@ -35,7 +35,7 @@ def derived_lines(cfg) -> list[str]:
 
     lines = [f"learning rate {scaled_learning_rate(cfg.optim, cfg.train.batch_size):.6g} "
              f"(optim.lr {cfg.optim.lr:g} scaled for the global batch {cfg.train.batch_size})"]
-    images = _count_images(cfg)
+    images = cfg.derivation.data.images if cfg.derivation is not None else _count_images(cfg)
     if images is None:
         lines.append("steps per epoch: not counted (the images of data.path are not cheaply countable here; "
                      "pretrain prints them)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.time()
     cfg = load_config(args.config, args.overrides)
+    if cfg.derivation is not None and os.environ.get("RANK", "0") == "0":  # `auto` values: what was chosen, and why
+        print("\n".join(cfg.derivation.lines()), flush=True)
     args.on_interrupt = lambda: interrupted_message(cfg.run.dir, cfg.name, started)
     result = pretrain(cfg)
     if result.interrupted:

@@ -16,6 +16,7 @@ import yaml
 from mocokit.config.loader import apply_overrides, build_dataclass, read_yaml_tree, to_tree
 from mocokit.data.config import DataConfig
 from mocokit.models.config import ModelConfig
+from mocokit.training.auto import Derivation, resolve_auto
 from mocokit.training.config import MonitorConfig, OptimConfig, RunConfig, TrainConfig
 
 
@@ -29,6 +30,8 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     resume: str = "auto"  # auto: continue from run.dir's last checkpoint if there is one; none; or a checkpoint path
+    # what `auto` values were resolved to and why (training/auto.py); not a key: config.yaml keeps it as comments
+    derivation: Derivation | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.model = self.model.with_image_size(self.data.image_size)  # null: the ViT takes the data's crops
@@ -44,12 +47,19 @@ def load_config(source: str | Path, overrides: list[str] | None = None) -> Confi
     Raises ConfigError with a message naming the bad key or value."""
     tree = apply_overrides(read_yaml_tree(source), list(overrides or []))
     tree.setdefault("name", Path(str(source)).stem)
-    return build_dataclass(Config, tree)
+    tree, derivation = resolve_auto(tree, to_tree(Config()))  # `auto` values: derived from the data and machine
+    config = build_dataclass(Config, tree)
+    config.derivation = derivation
+    return config
 
 
 def config_to_yaml(config: Config) -> str:
-    """The resolved config as YAML; `load_config` on it gives back an equal Config."""
-    return yaml.safe_dump(to_tree(config), sort_keys=False)
+    """The resolved config as YAML, with the reasons for its `auto` values as comments; `load_config` on it gives
+    back an equal Config."""
+    text = yaml.safe_dump(to_tree(config), sort_keys=False)
+    if config.derivation is not None:
+        text += "".join(f"# {line}\n" for line in config.derivation.lines())
+    return text
 
 
 __all__ = ["Config", "config_to_yaml", "load_config"]
