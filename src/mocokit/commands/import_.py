@@ -54,8 +54,8 @@ def register(commands) -> None:
     from mocokit.weights.formats import FORMATS
 
     parser = commands.add_parser(
-        "import", help="import official MoCo (also by model zoo name), torchvision or timm weights as a mocokit "
-                  "checkpoint",
+        "import", help="import official MoCo (also by model zoo name), mmpretrain, lightly, solo-learn, torchvision or "
+                  "timm weights as a mocokit checkpoint",
         description="Read a weights file safely (torch.load(weights_only=True) or safetensors), map its tensors "
                     "onto mocokit's MoCo model strictly (every tensor placed, shapes checked) and write a mocokit "
                     "checkpoint that knn, linear, finetune, transfer, export and model.init read. The optimiser "

@@ -16,6 +16,21 @@ prefixes:
   `predictor.N.*` -> `predictor.N.*`.
 - torchvision, timm: a ResNet's or ViT's own keys -> `encoder.backbone.*`; the classifier (`fc.*`, `head.*`) is
   dropped, said so.
+- mmpretrain (open-mmlab/mmpretrain models/selfsup/moco.py, formerly mmselfsup; `{meta, state_dict}`): `backbone.*`
+  (mmpretrain's ResNet, torchvision's names) -> `encoder.backbone.*`; the neck, MoCoV2Neck `neck.mlp.{0,2}.*` or v1's
+  LinearNeck `neck.fc.*` -> `encoder.head.{0,2}.*` / `head.0.*`; the key encoder, an ExponentialMovingAverage of
+  Sequential(backbone, neck): `encoder_k.module.0.*` / `encoder_k.module.1.*` -> `momentum_encoder.backbone.*` /
+  `.head.*` (its step counter `encoder_k.steps` not used); `queue` C×K, `queue_ptr` as moco-v1v2.
+- lightly (a LightningModule as in lightly's MoCo examples; a Lightning checkpoint's `state_dict`): `backbone.*`,
+  either a torchvision ResNet's children in a Sequential (`backbone.0` conv1, `.1` bn1, `.4`..`.7` layer1..4) or a
+  model with its own names -> `encoder.backbone.*`; `projection_head.layers.N.*` (MoCoProjectionHead) ->
+  `encoder.head.N.*`; `backbone_momentum.*`, `projection_head_momentum.*` -> the momentum encoder's; the loss's
+  memory bank (`criterion.memory_bank.*`, saved by older lightly) not used.
+- solo-learn (vturrisi/solo-learn methods/mocov2plus.py, mocov3.py; a Lightning checkpoint's `state_dict`):
+  `backbone.*` (a torchvision ResNet with fc = Identity, or a timm ViT) -> `encoder.backbone.*`; `projector.N.*` ->
+  `encoder.head.N.*`; `momentum_backbone.*`, `momentum_projector.N.*` -> the momentum encoder's; `predictor.N.*` (v3)
+  as is; not used: the online linear classifiers (`classifier.*`, `momentum_classifier.*`) and v2+'s two queues
+  (`queue` 2×C×K, one per view of its symmetric loss; mocokit's single queue starts as random unit keys).
 - mocokit: MoCo names already.
 """
 
@@ -61,6 +76,12 @@ def detect_layout(names: list[str]) -> str | None:
         return "moco-v3"
     if some(r"encoder\.backbone\."):
         return "mocokit"
+    if some(r"encoder_k\.module\.") or some(r"neck\.(mlp|fc)\."):
+        return "mmpretrain"
+    if some(r"backbone_momentum\.") or some(r"projection_head\."):
+        return "lightly"
+    if some(r"momentum_backbone\.") or some(r"projector\."):
+        return "solo-learn"
     if some(r"layer4\.\d+\.conv1\.weight$") and "conv1.weight" in names:
         return "torchvision"  # a torchvision ResNet; timm's ResNets have the same names ("timm" reads them too)
     if some(r"blocks\.\d+\.attn\.qkv\.weight$") and "cls_token" in names:
@@ -92,7 +113,7 @@ def map_layout(state: dict[str, torch.Tensor], fmt: str, path: Path, *, arch: st
             continue
         if target == "":
             raise WeightsError(f"{path}: key {name!r} has no place in a MoCo model ({fmt} layout)")
-        if fmt == "moco-v1v2" and target == "queue.keys":
+        if fmt in ("moco-v1v2", "mmpretrain") and target == "queue.keys":
             tensor = tensor.t().contiguous()  # the official queue is C×K (columns are keys); mocokit's is K×C
         elif target == "queue.ptr":
             tensor = tensor.reshape(())
@@ -144,5 +165,69 @@ def _mocokit(name: str, weights: ForeignWeights) -> str | None:
     return name
 
 
+def _moved(name: str, prefixes: dict[str, str], rename=lambda rest, prefix: rest) -> str | None:
+    """`name` under the target of the first of `prefixes` it starts with (its rest passed through `rename`)."""
+    for prefix, target in prefixes.items():
+        if name.startswith(prefix):
+            return target + rename(name[len(prefix):], prefix)
+    return None
+
+
+_MMPRETRAIN = {"backbone.": "encoder.backbone.", "neck.": "encoder.head.",
+               "encoder_k.module.0.": "momentum_encoder.backbone.", "encoder_k.module.1.": "momentum_encoder.head."}
+
+
+def _mmpretrain_neck(rest: str, prefix: str) -> str:
+    if not prefix.endswith(("neck.", "module.1.")):
+        return rest
+    match = re.fullmatch(r"mlp\.(\d+)\.(.+)", rest)  # MoCoV2Neck: Linear, ReLU, Linear
+    if match:
+        return f"{match.group(1)}.{match.group(2)}"
+    return "0." + rest[len("fc."):] if rest.startswith("fc.") else rest  # v1's LinearNeck: fc; else: no place
+
+
+def _mmpretrain(name: str, weights: ForeignWeights) -> str | None:
+    if name == "encoder_k.steps":
+        weights.ignored.append(f"{name!r} (the step counter of mmpretrain's moving average)")
+        return None
+    moved = _moved(name, _MMPRETRAIN, _mmpretrain_neck)
+    return moved or {"queue": "queue.keys", "queue_ptr": "queue.ptr"}.get(name, "")
+
+
+_LIGHTLY = {"backbone.": "encoder.backbone.", "backbone_momentum.": "momentum_encoder.backbone.",
+            "projection_head.layers.": "encoder.head.", "projection_head_momentum.layers.": "momentum_encoder.head."}
+# nn.Sequential(*list(resnet.children())[:-1]): the index of each torchvision ResNet child that holds tensors
+_RESNET_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+
+
+def _lightly_backbone(rest: str, prefix: str) -> str:
+    first, _, tail = rest.partition(".")
+    if prefix.startswith("backbone") and first in _RESNET_CHILDREN:
+        return f"{_RESNET_CHILDREN[first]}.{tail}"
+    return rest  # a backbone under its own names (a timm model); a child index of no ResNet: no place
+
+
+def _lightly(name: str, weights: ForeignWeights) -> str | None:
+    if name.startswith("criterion."):
+        weights.ignored.append(f"{name!r} (the memory bank of lightly's loss)")
+        return None
+    return _moved(name, _LIGHTLY, _lightly_backbone) or ""
+
+
+_SOLO_LEARN = {"backbone.": "encoder.backbone.", "momentum_backbone.": "momentum_encoder.backbone.",
+               "projector.": "encoder.head.", "momentum_projector.": "momentum_encoder.head.",
+               "predictor.": "predictor."}
+
+
+def _solo_learn(name: str, weights: ForeignWeights) -> str | None:
+    if name.startswith(("classifier.", "momentum_classifier.")):
+        weights.ignored.append(f"{name!r} (solo-learn's online linear classifier)")
+        return None
+    if name in ("queue", "queue_ptr"):
+        weights.ignored.append(f"{name!r} (solo-learn's two queues, one per view; the queue starts as random keys)")
+        return None
+    return _moved(name, _SOLO_LEARN) or ""
+
+
 _RULES = {"moco-v1v2": _moco_v1v2, "moco-v3": _moco_v3, "torchvision": _backbone, "timm": _backbone,
-          "mocokit": _mocokit}
+          "mocokit": _mocokit, "mmpretrain": _mmpretrain, "lightly": _lightly, "solo-learn": _solo_learn}
