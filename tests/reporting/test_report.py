@@ -88,3 +88,31 @@ def test_a_report_without_those_records_says_so(tmp_path, step_record):
         writer.log(step_record(1))
     page = write_report(run).read_text()
     assert "Not recorded" in page and "None yet" in page
+
+
+def test_the_time_table_shows_planned_against_spent(tmp_path, step_record):
+    from mocokit.reporting.metrics import read_metrics
+    from mocokit.reporting.summary import summarize
+
+    plan = {"budget_s": 1200.0, "total_steps": 2650, "steps_per_epoch": 320, "seconds_per_step": 0.41,
+            "measured_from": 2, "measured_to": 21, "setup_s": 12.25, "elapsed_s": 21.0, "training_s": 1078.0,
+            "evaluation_s": 60.5, "checkpoints_s": 2.0}
+    spent = {"setup": 4.0, "baselines": 8.5, "training": 1090.25, "evaluations": 63.0, "checkpoints": 2.5}
+    budgeted, plain = tmp_path / "budgeted", tmp_path / "plain"
+    for run, final in ((budgeted, {"budget": plan}), (plain, {})):
+        with MetricsWriter(run, tensorboard=False) as writer:
+            writer.log(step_record(1))
+            if final:
+                writer.log({"kind": "budget", "step": 21, **plan})
+            writer.log({"kind": "final", "step": 2650, "epoch": 9, "seconds_spent": spent, **final})
+    summary = summarize(read_metrics(budgeted / METRICS_FILE))
+    assert summary.budget["total_steps"] == 2650 and summary.seconds_spent == spent
+    page = write_report(budgeted).read_text()
+    table = page[page.index("<h2>Time</h2>"):page.index("<h2>Evaluations</h2>")]
+    # planned: 12.25 setup, 8.75 measuring + 1078 training, 60.5 evaluations, 2 checkpoints = 1161.5 of 1200
+    for text in ("12.2 s", "12.5 s", "1,086.8 s", "1,090.2 s", "60.5 s", "63.0 s", "1,161.5 s", "1,168.2 s",
+                 "1,200.0 s", "8.28 epochs", "steps 2–21"):
+        assert text in table, text
+    plain_page = write_report(plain).read_text()
+    table = plain_page[plain_page.index("<h2>Time</h2>"):plain_page.index("<h2>Evaluations</h2>")]
+    assert "1,168.2 s" in table and "planned" not in table and "budget" not in table

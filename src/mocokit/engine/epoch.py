@@ -42,9 +42,18 @@ class EpochHooks:
     stop_at_step: int | None = None  # train.stop_at_step: the last step to run
     stop_requested: Callable[[], bool] = lambda: False  # a graceful stop (Ctrl-C, SIGTERM), agreed by all ranks
     progress: Any = None  # a tqdm bar, or None
+    on_step: Callable[[int], None] = lambda step: None  # after each step, before its log (the time budget's clock)
+    # the run's last step when it may end inside an epoch (a time budget's plan); read after each step, since the plan
+    # is fixed during the first epoch. None: the run ends at an epoch end.
+    last_step: Callable[[], int | None] = lambda: None
 
     def stops_after(self, step: int) -> bool:
         return (self.stop_at_step is not None and step >= self.stop_at_step) or self.stop_requested()
+
+    def ends_after(self, step: int) -> bool:
+        """The run's planned end: not a stop (the run is complete there)."""
+        last = self.last_step()
+        return last is not None and step >= last
 
 
 @dataclass
@@ -82,6 +91,8 @@ def train_one_epoch(run_step: StepRunner, loader: Iterable, first_step: int, sch
     step = first_step
     if hooks.stop_at_step is not None and step >= hooks.stop_at_step:  # resumed at or past it: no step beyond
         return EpochResult(0, 0.0, 0.0, time.perf_counter() - start, stopped_early=True)
+    if hooks.ends_after(step):  # resumed at the planned end (a checkpoint of its last step): the epoch is over
+        return EpochResult(0, 0.0, 0.0, time.perf_counter() - start, stopped_early=False)
     for views, _labels, indices in loader:
         step += 1
         measure = step % hooks.log_every == 0
@@ -96,17 +107,18 @@ def train_one_epoch(run_step: StepRunner, loader: Iterable, first_step: int, sch
         window.count(len(indices))
         if hooks.progress is not None:
             hooks.progress.update(1)
-        stop = hooks.stops_after(step)
-        if measure or stop:
+        hooks.on_step(step)
+        stop, end = hooks.stops_after(step), hooks.ends_after(step)
+        if measure or stop or end:
             watch.raise_if_any()
             record = _log_record(result, lr, m, window.images_per_s())
             hooks.on_log(step, record)
             if hooks.progress is not None:
                 hooks.progress.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
-        if hooks.checkpoint_every and step % hooks.checkpoint_every == 0 and not stop:
+        if hooks.checkpoint_every and step % hooks.checkpoint_every == 0 and not (stop or end):
             watch.raise_if_any()  # never checkpoint weights that a NaN step has already spoiled
             hooks.on_checkpoint(step)
-        if stop:
+        if stop or end:
             break
     watch.raise_if_any()
     loss_sum, accuracy_sum, stats_sum = totals.reduced()

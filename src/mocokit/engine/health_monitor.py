@@ -53,9 +53,10 @@ class HealthMonitor:
         self.previous: dict[str, float] | None = None
 
     @torch.no_grad()
-    def measure(self, model: MoCo, warn: Callable[[str], None] = print) -> dict[str, Any]:
+    def measure(self, model: MoCo, warn: Callable[[str], None] = print, remember: bool = True) -> dict[str, Any]:
         """{"rank", "alignment", "uniformity", "dimension_std", "health_seconds"} for the model's current weights;
-        `warn` gets one line when the rank or the std fell below COLLAPSE_FACTOR × its previous value."""
+        `warn` gets one line when the rank or the std fell below COLLAPSE_FACTOR × its previous value. With
+        remember=False (a time budget timing one measurement) the next measurement is not compared with this one."""
         started = time.perf_counter()
         encoder = model.encoder
         was_training = encoder.training
@@ -80,10 +81,11 @@ class HealthMonitor:
             "uniformity": ((uniformity(q1) + uniformity(q2)) / 2).item(),
             "dimension_std": mean_dimension_std(torch.cat([q1, q2])).item(),
         }
-        message = collapse_warning(self.previous, record)
-        if message:
-            warn(message)
-        self.previous = record
+        if remember:
+            message = collapse_warning(self.previous, record)
+            if message:
+                warn(message)
+            self.previous = record
         return {**record, "health_seconds": time.perf_counter() - started}
 
     def _views(self, views: Any, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ everything that changes while training is one `TrainingState`. `Pretraining` the
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import time
@@ -28,6 +29,7 @@ from mocokit import distributed
 from mocokit._version import __version__
 from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
+from mocokit.engine.budget import TimeAccount, TimeBudget
 from mocokit.engine.epoch import EpochHooks, EpochResult, Schedule, train_one_epoch
 from mocokit.engine.health_monitor import build_health_monitor
 from mocokit.engine.initial_weights import load_initial_weights, recorded_source
@@ -38,6 +40,7 @@ from mocokit.knn import KnnScore
 from mocokit.models import MoCo
 from mocokit.models.config import VIT_GEOMETRY
 from mocokit.reporting import MetricsWriter, write_report
+from mocokit.training.budget import BudgetPlan, EvaluationCosts
 from mocokit.training.checkpoint import (
     LAST,
     PREVIOUS,
@@ -78,15 +81,18 @@ class PretrainResult:
     pixel_top5: float | None = None
 
 
-def pretrain(cfg: Config, echo: Callable[[str], None] = print) -> PretrainResult:
+def pretrain(cfg: Config, echo: Callable[[str], None] = print,
+             clock: Callable[[], float] = time.perf_counter) -> PretrainResult:
     """Run (or continue) the pretraining that `cfg` describes. Raises ConfigError/DataError/CheckpointError for
-    unusable inputs before anything is trained, and NonFiniteLoss when the loss diverges."""
+    unusable inputs before anything is trained (and for a train.time_budget spent before the first step), and
+    NonFiniteLoss when the loss diverges. `clock` times the run for its time budget and its time report (seconds;
+    tests give a fake one)."""
     # under torchrun: one process of many; the main process locks the run folder (a second pretrain is refused)
     with process_group_from_environment(cfg.train.device), RunLock() as lock, recorded_warnings() as warned:
         train = cfg.train  # threads, seeds, determinism and the CPU heap: process-wide (training/process.py)
         configure_process(train.threads, train.seed, train.deterministic,
                           reuse_cpu_memory=resolve_device(train.device).type == "cpu")
-        return Pretraining(cfg, echo, lock, warned).run()
+        return Pretraining(cfg, echo, lock, warned, clock).run()
 
 
 # ---------------------------------------------------------------------------------------------------- the parts
@@ -156,6 +162,7 @@ class TrainingState:
     baseline: KnnScore | None = None  # kNN at random initialisation
     knn: KnnScore | None = None  # the last kNN measured (kept across resumes)
     started: float = field(default_factory=time.perf_counter)
+    plan: BudgetPlan | None = None  # the time budget's plan, once fixed (kept across resumes)
 
     def batch_in_epoch(self, steps_per_epoch: int) -> int:
         """Steps already done inside the current epoch (a resume from a mid-epoch checkpoint)."""
@@ -243,7 +250,8 @@ def restore_state(folder: RunFolder, parts: TrainingParts, steps_per_epoch: int)
             f"{folder.resume_from} was written with {saved.steps_per_epoch} steps per epoch and this run has "
             f"{steps_per_epoch}: resume with the same dataset and train.batch_size"
         )
-    return TrainingState(saved.step, saved.epoch, saved.baseline, saved.knn)
+    plan = BudgetPlan.from_record(saved.budget) if saved.budget else None
+    return TrainingState(saved.step, saved.epoch, saved.baseline, saved.knn, plan=plan)
 
 
 def build_monitor(cfg: Config, device: torch.device, autocast, say: Callable[[str], None]) -> KnnMonitor | None:
@@ -294,17 +302,20 @@ class Pretraining:
     """One pretraining run: its frozen parts, set up in order, and its TrainingState; `run()` trains."""
 
     def __init__(self, cfg: Config, echo: Callable[[str], None], lock: RunLock | None = None,
-                 warned: list[str] | None = None) -> None:
+                 warned: list[str] | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.cfg = cfg
         self.main = distributed.is_main_process()
         say = echo if self.main else (lambda _message: None)
         self.device = resolve_device(cfg.train.device)
-        started = time.perf_counter()
+        started, self.started_clock = time.perf_counter(), clock()
         self.folder = open_run_folder(cfg, say, lock)
         self.data = setup_data(cfg, self.device)
         self.parts = setup_training(cfg, self.device, len(self.data.dataset))
         self.state = restore_state(self.folder, self.parts, self.data.steps_per_epoch)
         self.state.started = started
+        saved = self.folder.saved
+        self.account = TimeAccount(self.started_clock, clock, saved.seconds_spent if saved is not None else None)
+        self.budget: TimeBudget | None = None  # set below, once the monitors are known
         self.init = None  # model.init: the weights the run started from (engine/initial_weights.py)
         if cfg.model.init:
             fresh = self.folder.saved is None
@@ -321,6 +332,7 @@ class Pretraining:
                                            self.parts.autocast, say) if self.main else None  # main process only
         metrics = MetricsWriter(self.folder.path, tensorboard=cfg.run.tensorboard) if self.main else None
         self.log = RunLog(say, metrics, warned if warned is not None else [])
+        self.budget = self._time_budget(say)  # None without a budget, or once the plan is fixed
         self.log({"kind": "run", "step": self.state.steps_done, "command": " ".join(sys.argv),
                   "mocokit": __version__, "torch": torch.__version__, "python": platform.python_version(),
                   "device": str(self.device)})
@@ -338,6 +350,44 @@ class Pretraining:
         say(f"learning rate {self.parts.peak_lr:.6g} = base {cfg.optim.lr:g}"
             + (f" x batch {cfg.train.batch_size} / 256" if cfg.optim.scale_lr else " (not scaled)"))
 
+    def _time_budget(self, say: Callable[[str], None]) -> TimeBudget | None:
+        """The budget's measurement and planning, when train.time_budget is set and no plan is fixed yet (a
+        checkpoint written before the plan re-measures, its budget counted from this invocation's start). A
+        checkpoint with a plan is followed, whatever train.time_budget and train.epochs say now."""
+        cfg, plan = self.cfg, self.state.plan
+        if plan is not None:
+            before = sum(self.account.before.values()) if self.account.before else 0.0
+            say(f"time budget: this run follows its first invocation's plan ({plan.total_steps:,} steps = "
+                f"{plan.epochs:.2f} epochs, fixed for a budget of {plan.budget_s:.0f} s); train.epochs and "
+                f"train.time_budget are not applied again; {before:.0f} s spent before this invocation")
+            return None
+        budget_s = cfg.train.time_budget_seconds
+        if budget_s is None:
+            return None
+        say(f"time budget {cfg.train.time_budget} ({budget_s:.0f} s, counted from the start of this invocation): "
+            f"the number of steps is fixed after timing the first ones (train.epochs={cfg.train.epochs} is not used)")
+        cadence = EvaluationCosts(knn_every=cfg.monitor.knn_every_epochs if self.monitor is not None else 0,
+                                  health_every=cfg.monitor.health_every_epochs if self.health is not None else 0,
+                                  checkpoint_every_steps=cfg.run.checkpoint_every_steps)
+        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
+        return TimeBudget(budget_s, self.account, self.data.steps_per_epoch, cadence, sync)
+
+    @property
+    def total_steps(self) -> int | None:
+        """The run's last step: the plan's, train.epochs' worth without a budget, None while the plan is measured."""
+        if self.state.plan is not None:
+            return self.state.plan.total_steps
+        return None if self.budget is not None else self.data.total_steps
+
+    def _schedule_length(self) -> tuple[float, float]:
+        """(epochs, steps) the lr and momentum schedules span. Infinite while a budget's plan is measured: the
+        warm-up runs as configured, the cosine has not begun to decay, v3's momentum is still m0."""
+        if self.state.plan is not None:
+            return self.state.plan.epochs, self.state.plan.total_steps
+        if self.budget is not None:
+            return math.inf, math.inf
+        return self.cfg.train.epochs, self.data.total_steps
+
     def _report_compile(self, seconds: float) -> None:
         self.log.say(f"torch.compile: the first step took {seconds:.1f} s, compilation included")
         self.log({"kind": "compile", "step": self.state.steps_done + 1, "seconds": seconds})
@@ -347,24 +397,32 @@ class Pretraining:
         if not self.main:
             return
         parts, state = self.parts, self.state
-        record = PretrainCheckpoint(
-            model=parts.model.state_dict(), config=to_tree(self.cfg), step=step, epoch=epoch,
-            steps_per_epoch=self.data.steps_per_epoch, optimizer=parts.optimizer.state_dict(),
-            scaler=parts.scaler.state_dict() if parts.scaler is not None else {}, rng=capture_rng_state(),
-            baseline=state.baseline, knn=state.knn,
-        )
-        folder = checkpoint_dir(self.folder.path)
-        save_checkpoint(folder / LAST, previous=folder / PREVIOUS, payload=record.to_payload())
+        with self.account.spending("checkpoints") as span:
+            record = PretrainCheckpoint(
+                model=parts.model.state_dict(), config=to_tree(self.cfg), step=step, epoch=epoch,
+                steps_per_epoch=self.data.steps_per_epoch, optimizer=parts.optimizer.state_dict(),
+                scaler=parts.scaler.state_dict() if parts.scaler is not None else {}, rng=capture_rng_state(),
+                baseline=state.baseline, knn=state.knn, budget=state.plan.to_record() if state.plan else None,
+                seconds_spent=self.account.total(),
+            )
+            folder = checkpoint_dir(self.folder.path)
+            save_checkpoint(folder / LAST, previous=folder / PREVIOUS, payload=record.to_payload())
+        if self.budget is not None:
+            self.budget.observe("checkpoint", span.seconds)
 
     def run(self) -> PretrainResult:
         cfg, state = self.cfg, self.state
         pixels = None  # kNN on the raw pixels
         if self.monitor is not None and cfg.monitor.knn_baseline and state.baseline is None and state.steps_done == 0:
-            state.baseline = self.monitor.evaluate(self.parts.model.backbone)
+            with self.account.spending("baselines") as span:
+                state.baseline = self.monitor.evaluate(self.parts.model.backbone)
+            if self.budget is not None:
+                self.budget.observe("knn", span.seconds)  # what each later kNN evaluation will cost
             start = "the initial weights (model.init)" if self.init else "random initialisation"
             self.log.say(f"kNN at {start}: top-1 {state.baseline.top1:.4f}, "
                          f"top-5 {state.baseline.top5:.4f}")
-            pixels = self.monitor.pixel_baseline()  # measured on a fresh start only; metrics.jsonl keeps it
+            with self.account.spending("baselines"):
+                pixels = self.monitor.pixel_baseline()  # measured on a fresh start only; metrics.jsonl keeps it
             self.log.say(f"kNN on mean-centred raw pixels ({cfg.data.image_size} px): top-1 {pixels.top1:.4f}, "
                          f"top-5 {pixels.top5:.4f}")
         if state.baseline is not None:
@@ -372,19 +430,22 @@ class Pretraining:
             if pixels is not None:
                 record.update(pixel_top1=pixels.top1, pixel_top5=pixels.top5)
             self.log(record)
+        already_complete = self.total_steps is not None and state.steps_done >= self.total_steps
+        if self.budget is not None and not already_complete:
+            self._prepare_budget()  # may refuse: a budget spent before the first step
         if self.folder.saved is not None:  # last, so that nothing set up above draws from the restored generators
             restore_rng_state(self.folder.saved.rng)
 
-        already_complete = state.epochs_done == cfg.train.epochs
         if already_complete:
-            self.log.say(f"{self.folder.path} already completed its {cfg.train.epochs} epochs; nothing to train")
+            self.log.say(f"{self.folder.path} already completed its {self._length_text()}; nothing to train")
         stopper = GracefulStop()
         stop_agreed = StopAgreement(stopper, every=min(10, cfg.run.log_every_steps))
         try:
             with stopper:
-                for epoch in range(state.epochs_done, cfg.train.epochs):
+                while not self._finished():
+                    epoch = state.epochs_done
                     result = self._train_epoch(epoch, stop_agreed)
-                    if state.steps_done < (epoch + 1) * self.data.steps_per_epoch:  # stopped inside the epoch
+                    if state.steps_done < self._epoch_end_step(epoch):  # stopped inside the epoch
                         self.save(state.steps_done, epoch)
                         break
                     self._end_epoch(result)
@@ -393,7 +454,7 @@ class Pretraining:
         except NonFiniteLoss:
             self.log.close(self.folder.path, state.steps_done)
             raise
-        completed = state.epochs_done == cfg.train.epochs
+        completed = self._finished()
         if not completed:
             why = f"{stopper.signal_name or 'a stop signal'} received" if stop_agreed.requested \
                 else "train.stop_at_step"
@@ -404,13 +465,83 @@ class Pretraining:
         minutes = (time.perf_counter() - state.started) / 60
         knn, baseline = state.knn or KnnScore(None, None), state.baseline or KnnScore(None, None)
         if completed and not already_complete:
+            spent = self.account.total()
             self.log({"kind": "final", "step": state.steps_done, "epoch": state.epochs_done, "minutes": minutes,
                       "knn_top1": knn.top1, "knn_top5": knn.top5, "baseline_top1": baseline.top1,
-                      **({"pixel_top1": pixels.top1} if pixels is not None else {})})
+                      **({"pixel_top1": pixels.top1} if pixels is not None else {}),
+                      "seconds_spent": spent,
+                      **({"budget": state.plan.to_record()} if state.plan is not None else {})})
+            self.log.say(spent_line(spent, state.plan))
         self.log.close(self.folder.path, state.steps_done)
         return PretrainResult(self.folder.path, state.epochs_done, state.steps_done, completed,
                               stop_agreed.requested, knn.top1, knn.top5, baseline.top1, baseline.top5, minutes,
                               self.main, *(pixels or (None, None)))
+
+    def _finished(self) -> bool:
+        total = self.total_steps
+        return total is not None and self.state.steps_done >= total
+
+    def _epoch_end_step(self, epoch: int) -> int:
+        """The last step of `epoch`: the epoch's last batch, or the run's planned end inside it."""
+        end, total = (epoch + 1) * self.data.steps_per_epoch, self.total_steps
+        return end if total is None else min(end, total)
+
+    def _length_text(self) -> str:
+        plan = self.state.plan
+        if plan is not None:
+            return f"{plan.total_steps:,} planned steps ({plan.epochs:.2f} epochs)"
+        return f"{self.cfg.train.epochs} epochs"
+
+    def _epochs_text(self) -> str:
+        """The run's number of epochs, for "epoch 3/12": the plan's (rounded up), "?" while it is measured."""
+        if self.state.plan is not None:
+            return str(math.ceil(self.state.plan.epochs))
+        return "?" if self.budget is not None else str(self.cfg.train.epochs)
+
+    def _prepare_budget(self) -> None:
+        """Before the first step of a budget still to plan: the cost of each evaluation (timed once, not logged, when
+        no baseline measured it), a checkpoint of step 0 (it keeps the baselines, and times a checkpoint), and the
+        refusal of a budget already spent."""
+        budget, state = self.budget, self.state
+        for kind in budget.missing_costs():
+            with self.account.spending("baselines") as span:
+                if kind == "knn":
+                    self.monitor.evaluate(self.parts.model.backbone)
+                else:
+                    self.health.measure(self.parts.model, remember=False)
+            budget.observe(kind, span.seconds)
+        if state.steps_done == 0 and self.folder.saved is None:
+            self.save(0, 0)
+        left = distributed.broadcast_object(budget.left_before_training())
+        if left <= 0:
+            costs = budget.evaluation_costs()
+            message = (f"time budget {self.cfg.train.time_budget} is spent before the first step: setup and baselines "
+                       f"took {budget.setup_s:.1f} s and the final evaluations and checkpoint need "
+                       f"~{costs.final_s():.1f} s. Raise train.time_budget, or make the evaluations cheaper "
+                       "(monitor.knn_bank_size, monitor.knn_query_size, monitor.health_images, "
+                       "monitor.knn_baseline=false); the baselines are kept in the step-0 checkpoint")
+            self.log.close(self.folder.path, state.steps_done)
+            raise ConfigError(message)
+
+    def _on_step(self, step: int) -> None:
+        """The time budget's clock, after every step until the plan is fixed."""
+        if self.budget is None:
+            return
+        plan = self.budget.on_step(step)
+        if plan is None:
+            return
+        self.state.plan = plan
+        self.log({"kind": "budget", "step": step, **plan.to_record(), "epochs": plan.epochs})
+        self.log.say(plan_line(self.cfg.train.time_budget, plan, self.budget.cadence))
+        if plan.total_steps <= step:
+            self.log.say(f"time budget {self.cfg.train.time_budget}: no step fits after the first {step}; the run "
+                         "ends now with its final evaluations. Raise train.time_budget, or make the evaluations "
+                         "cheaper (monitor.knn_bank_size, monitor.knn_query_size, monitor.health_images)")
+        if self.cfg.optim.warmup_epochs > plan.epochs:
+            self.log.say(f"warning: optim.warmup_epochs={self.cfg.optim.warmup_epochs:g} is longer than the "
+                         f"{plan.epochs:.2f} epochs of the budget: the lr never reaches its peak; lower "
+                         "optim.warmup_epochs")
+        self.budget = None  # planned: nothing more to measure
 
     def _train_epoch(self, epoch: int, stop_requested: Callable[[], bool]) -> EpochResult:
         cfg, state, data, parts = self.cfg, self.state, self.data, self.parts
@@ -419,10 +550,12 @@ class Pretraining:
         first_step = epoch * data.steps_per_epoch + batch_in_epoch
         show = sys.stderr.isatty() if cfg.run.progress is None else cfg.run.progress
         progress = tqdm(total=data.steps_per_epoch, initial=batch_in_epoch, leave=False, dynamic_ncols=True,
-                        desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not (self.main and show))
+                        desc=f"epoch {epoch + 1}/{self._epochs_text()}", disable=not (self.main and show))
+        budgeted = self.budget is not None or state.plan is not None
         schedule = Schedule(
-            lr_at=lambda s: learning_rate_at(s, data.steps_per_epoch, cfg.train.epochs, parts.peak_lr, cfg.optim),
-            momentum_at=lambda s: momentum_at(s, data.total_steps, cfg.model),
+            lr_at=lambda s: learning_rate_at(s, data.steps_per_epoch, self._schedule_length()[0], parts.peak_lr,
+                                             cfg.optim),
+            momentum_at=lambda s: momentum_at(s, self._schedule_length()[1], cfg.model),
         )
         hooks = EpochHooks(
             log_every=cfg.run.log_every_steps,
@@ -433,34 +566,78 @@ class Pretraining:
             stop_at_step=cfg.train.stop_at_step,
             stop_requested=stop_requested,
             progress=progress,
+            on_step=self._on_step,
+            last_step=(lambda: self.total_steps) if budgeted else (lambda: None),
         )
-        result = train_one_epoch(parts.run_step, data.loader, first_step, schedule, hooks)
+        with self.account.spending("training"):
+            result = train_one_epoch(parts.run_step, data.loader, first_step, schedule, hooks)
         progress.close()
         state.steps_done = first_step + result.steps
         return result
 
     def _end_epoch(self, result: EpochResult) -> None:
-        """Epoch record, kNN when due, checkpoint (after the kNN, so its RNG state is the one training continues
-        from), kept copy."""
+        """Epoch record, kNN and health when due (and at the run's end), checkpoint (after the kNN, so its RNG state
+        is the one training continues from), kept copy."""
         cfg, state = self.cfg, self.state
         state.epochs_done += 1
+        final = self._finished()
         record = {"kind": "epoch", "epoch": state.epochs_done, "step": state.steps_done,
                   "loss": result.mean_loss, "accuracy": result.mean_accuracy,
                   "epoch_seconds": result.seconds, "knn_top1": None, "knn_top5": None, **result.mean_stats}
         if result.skipped:
             record["skipped_steps"] = result.skipped
         knn = None
-        if self.monitor is not None and (state.epochs_done % cfg.monitor.knn_every_epochs == 0
-                                         or state.epochs_done == cfg.train.epochs):
-            knn = state.knn = self.monitor.evaluate(self.parts.model.backbone)
+        if self.monitor is not None and (state.epochs_done % cfg.monitor.knn_every_epochs == 0 or final):
+            with self.account.spending("evaluations") as span:
+                knn = state.knn = self.monitor.evaluate(self.parts.model.backbone)
+            self._observe("knn", span.seconds)
             record["knn_top1"], record["knn_top5"] = knn.top1, knn.top5
-        if self.health is not None and state.epochs_done % cfg.monitor.health_every_epochs == 0:
-            record.update(self.health.measure(self.parts.model, warn=self.log.say))  # rank, alignment, ...
+        if self.health is not None and (state.epochs_done % cfg.monitor.health_every_epochs == 0 or final):
+            with self.account.spending("evaluations") as span:
+                record.update(self.health.measure(self.parts.model, warn=self.log.say))  # rank, alignment, ...
+            self._observe("health", span.seconds)
         self.log(record)
-        self.log.say(f"epoch {state.epochs_done}/{cfg.train.epochs}: loss {record['loss']:.4f}, inst-disc acc "
+        self.log.say(f"epoch {state.epochs_done}/{self._epochs_text()}: loss {record['loss']:.4f}, inst-disc acc "
                      f"{record['accuracy']:.3f}, {result.seconds:.0f}s"
                      + (f", kNN top-1 {knn.top1:.4f}" if knn else ""))
         self.save(state.steps_done, state.epochs_done)
         if self.main and cfg.run.keep_every_epochs and state.epochs_done % cfg.run.keep_every_epochs == 0:
             folder = checkpoint_dir(self.folder.path)
-            keep_copy(folder / LAST, folder / epoch_copy_name(state.epochs_done))
+            with self.account.spending("checkpoints"):
+                keep_copy(folder / LAST, folder / epoch_copy_name(state.epochs_done))
+
+    def _observe(self, kind: str, seconds: float) -> None:
+        """An evaluation measured while the plan is still open refines its cost (the latest measurement counts)."""
+        if self.budget is not None:
+            self.budget.observe(kind, seconds)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:,.1f} s" if value < 100 else f"{value:,.0f} s"
+
+
+def plan_line(budget: str | None, plan: BudgetPlan, cadence: EvaluationCosts) -> str:
+    """The plan in one line: "time budget 20m: 12.3 s setup+baselines, 0.41 s/step measured over steps 2-21, ..."."""
+    parts = [f"{_seconds(plan.setup_s)} setup+baselines",
+             f"{plan.seconds_per_step:.3g} s/step measured over steps {plan.measured_from}-{plan.measured_to}",
+             f"{plan.total_steps:,} steps = {plan.epochs:.2f} epochs"]
+    if cadence.knn_every:
+        parts.append(f"{plan.knn_evaluations} kNN evaluations ~{_seconds(plan.knn_s)} each")
+    if cadence.health_every:
+        parts.append(f"health ~{_seconds(plan.health_s)} each")
+    parts.append(f"checkpoints ~{_seconds(plan.checkpoint_s)} each, {_seconds(plan.margin_s)} kept free; "
+                 f"planned end at {_seconds(plan.planned_s)} of {_seconds(plan.budget_s)}")
+    return f"time budget {budget or _seconds(plan.budget_s)}: " + ", ".join(parts)
+
+
+def spent_line(spent: dict[str, float], plan: BudgetPlan | None) -> str:
+    """Where the run's time went, against the budget's plan when there is one."""
+    total = sum(spent.values())
+    split = (f"{_seconds(spent['setup'] + spent['baselines'])} setup+baselines + {_seconds(spent['training'])} "
+             f"training + {_seconds(spent['evaluations'])} evaluations + {_seconds(spent['checkpoints'])} checkpoints")
+    if plan is None:
+        return f"time spent: {_seconds(total)} = {split}"
+    return (f"time budget {_seconds(plan.budget_s)}: spent {_seconds(total)} = {split} "
+            f"(planned {_seconds(plan.planned_s)}: {_seconds(plan.setup_s)} setup+baselines, "
+            f"{_seconds(plan.elapsed_s - plan.setup_s + plan.training_s)} training, "
+            f"{_seconds(plan.evaluation_s)} evaluations, {_seconds(plan.checkpoints_s)} checkpoints)")

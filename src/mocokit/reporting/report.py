@@ -133,6 +133,53 @@ def _final_numbers(summary: RunSummary) -> list[tuple[str, str]]:
     return rows
 
 
+def _time_section(summary: RunSummary) -> str:
+    """Where the run's wall time went (the final record's seconds per category), against the time budget's plan
+    when the run had one (train.time_budget)."""
+    spent, plan = summary.seconds_spent, summary.budget
+    if not spent and not plan:
+        return '<p class="note">Not recorded yet (written when the run completes).</p>'
+    spent = spent or {}
+
+    def number(key: str, source: dict[str, Any] | None) -> float | None:
+        value = (source or {}).get(key)
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    def seconds(value: float | None) -> str:
+        return "—" if value is None else f"{value:,.1f} s"
+
+    def added(*values: float | None) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    setup, elapsed, training = number("setup_s", plan), number("elapsed_s", plan), number("training_s", plan)
+    rows = [  # (what, planned, spent)
+        ("setup + baselines", setup, added(number("setup", spent), number("baselines", spent))),
+        ("training steps", added(elapsed - setup, training) if None not in (setup, elapsed, training) else None,
+         number("training", spent)),
+        ("kNN and health evaluations", number("evaluation_s", plan), number("evaluations", spent)),
+        ("checkpoints", number("checkpoints_s", plan), number("checkpoints", spent)),
+    ]
+    total_planned = added(*(row[1] for row in rows)) if plan else None
+    rows.append(("total", total_planned, added(*(row[2] for row in rows))))
+    if plan:
+        rows.append(("budget", number("budget_s", plan), None))
+    head = "<tr><th></th><th>planned</th><th>spent</th></tr>" if plan else "<tr><th></th><th></th><th>spent</th></tr>"
+    body = "".join(f'<tr><th>{_e(what)}</th><td class="number">{_e(seconds(planned) if plan else "")}</td>'
+                   f'<td class="number">{_e(seconds(used))}</td></tr>' for what, planned, used in rows)
+    note = ""
+    if plan:
+        steps, per_step = number("total_steps", plan), number("seconds_per_step", plan)
+        epochs = steps / plan["steps_per_epoch"] if steps and plan.get("steps_per_epoch") else None
+        note = (f'<p class="note">train.time_budget: {_e(seconds(number("budget_s", plan)))}; '
+                f'{_e(seconds(per_step))} per step measured over steps {_e(plan.get("measured_from"))}–'
+                f'{_e(plan.get("measured_to"))}, so {_e(f"{int(steps or 0):,}")} steps'
+                f'{_e(f" = {epochs:.2f} epochs" if epochs else "")} were planned and the schedules laid over '
+                "them. A resumed run follows its first invocation's plan; its spent time adds every invocation's "
+                "(up to its last checkpoint).</p>")
+    return f"<table>{head}{body}</table>{note}"
+
+
 def _status(summary: RunSummary, finished: bool) -> tuple[str, str]:
     """(css class, text) of the badge next to the run name."""
     if summary.first_nonfinite_loss_step is not None:
@@ -246,6 +293,7 @@ def render_report(run_dir: Path, metrics: Metrics, plots: list[Path]) -> str:
         rows = "".join(f'<tr><th>{_e(label)}</th><td class="number">{_e(value)}</td></tr>'
                        for label, value in _final_numbers(summary))
         numbers = f"<table>{rows}</table>"
+        time_spent = _time_section(summary)
         drawn = {path.name: path for path in plots}
         curves = "\n".join(_figure(drawn[n]) if n in drawn else
                            f'<h3>{_e(CAPTIONS[n][0])}</h3>\n<p class="note">{_e(MISSING_PLOT[n])}</p>'
@@ -254,6 +302,7 @@ def render_report(run_dir: Path, metrics: Metrics, plots: list[Path]) -> str:
         badge = '<span class="badge partial">no metrics yet</span>'
         numbers = f'<p class="note">No metrics yet: {_e(METRICS_FILE)} is missing or holds no records.</p>'
         curves = '<p class="note">No metrics yet, so no curves.</p>'
+        time_spent = '<p class="note">No metrics yet.</p>'
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -268,6 +317,8 @@ def render_report(run_dir: Path, metrics: Metrics, plots: list[Path]) -> str:
 {meta}
 <h2>Final numbers</h2>
 {numbers}
+<h2>Time</h2>
+{time_spent}
 <h2>Evaluations</h2>
 {_evaluations_section(run_dir)}
 <h2>Curves</h2>

@@ -29,6 +29,8 @@ class RunSummary:
     first_nonfinite_loss_step: int | None  # the first step whose logged loss is NaN or infinite
     pixel_top1: float | None = None  # kNN on the mean-centred raw pixels: the baseline that costs no training
     pixel_top5: float | None = None
+    seconds_spent: dict[str, float] | None = None  # wall time per category (setup, baselines, training, ...)
+    budget: dict[str, Any] | None = None  # the time budget's plan (train.time_budget), when the run had one
 
     @property
     def knn_gain(self) -> float | None:
@@ -55,6 +57,9 @@ def summarize(metrics: Metrics) -> RunSummary:
     final = finals[-1] if finals else {}
     baseline = baselines[-1] if baselines else {}
     pixels = next((r for r in reversed(baselines) if "pixel_top1" in r), {})  # a resume logs no new one
+    plans = metrics.get("budget", [])
+    budget = final.get("budget") if isinstance(final.get("budget"), dict) else (plans[-1] if plans else None)
+    spent = final.get("seconds_spent")
     last = steps[-1] if steps else (epochs[-1] if epochs else {})
 
     measured = [r for r in epochs if _finite(r.get("knn_top1")) is not None]
@@ -94,4 +99,7 @@ def summarize(metrics: Metrics) -> RunSummary:
         mean_images_per_s=statistics.fmean(throughput) if throughput else None,
         started=min(times) if times else None,
         first_nonfinite_loss_step=nonfinite[0] if nonfinite else None,
+        seconds_spent={k: float(v) for k, v in spent.items() if _finite(v) is not None}
+        if isinstance(spent, dict) else None,
+        budget=budget,
     )

@@ -79,6 +79,8 @@ class PretrainCheckpoint:
     rng: dict[str, Any] = field(default_factory=dict)  # capture_rng_state()
     baseline: KnnScore | None = None  # kNN at random initialisation
     knn: KnnScore | None = None  # the last kNN measured
+    budget: dict[str, Any] | None = None  # the time budget's plan (training/budget.BudgetPlan.to_record()), if fixed
+    seconds_spent: dict[str, float] = field(default_factory=dict)  # wall time per category so far (engine/budget.py)
 
     def to_payload(self) -> dict[str, Any]:
         payload = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -2,8 +2,35 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
+
+# h, m and s parts in that order, each a decimal number, at least one part: 20m, 1h30m, 90s, 1.5h, 2h 15m 30s
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)\s*h)?\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*m)?\s*"
+                       r"(?:(\d+(?:\.\d*)?|\.\d+)\s*s)?")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in a duration: a number of seconds (3600, 90.5, "3600") or hour/minute/second parts in that order
+    ("20m", "1h30m", "90s", "1.5h", "2h 15m 30s"). ValueError naming the accepted forms for anything else
+    ("20 minutes", "1m1h", "", a negative, zero or infinite duration)."""
+    text = str(value).strip().lower()
+    seconds: float | None = None
+    try:
+        seconds = float(text)
+    except ValueError:
+        match = _DURATION.fullmatch(text)
+        if match and any(match.groups()):
+            hours, minutes, secs = (float(part) if part else 0.0 for part in match.groups())
+            seconds = 3600 * hours + 60 * minutes + secs
+    if seconds is None:
+        raise ValueError(f"{value!r} is not a duration: write seconds (3600) or hours, minutes and seconds in that "
+                         "order (20m, 1h30m, 90s, 1.5h)")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{value!r} is not a positive, finite duration")
+    return seconds
 
 
 @dataclass
@@ -63,8 +90,23 @@ class TrainConfig:
     # and the step is named in a warning (one host sync per step); the run still stops if the step already spoiled
     # the model's buffers (queue, BatchNorm statistics).
     on_nonfinite: Literal["stop", "skip"] = "stop"
+    # A wall-clock budget for the whole pretrain command, setup and kNN/health evaluations included. The run times
+    # its first steps, then fixes its number of steps (train.epochs is ignored; the last epoch may be partial) and
+    # lays the warm-up, cosine and momentum schedules over exactly those; the plan is kept in the checkpoint, so a
+    # resumed run follows the first one's plan (engine/budget.py).
+    time_budget: str | None = None  # wall-clock budget of the run: 20m, 1h30m, 90s or seconds (null: train.epochs)
+
+    @property
+    def time_budget_seconds(self) -> float | None:
+        """train.time_budget in seconds (None: no budget)."""
+        return None if self.time_budget is None else parse_duration(self.time_budget)
 
     def __post_init__(self) -> None:
+        if self.time_budget is not None:
+            try:
+                parse_duration(self.time_budget)
+            except ValueError as error:
+                raise ValueError(f"train.time_budget: {error}") from None
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
