@@ -82,6 +82,12 @@ class MemoryBank(StoredNegatives):
         self._pending = []
 
     @torch.no_grad()
+    def fill_(self, indices: torch.Tensor, features: torch.Tensor) -> None:
+        """Overwrite the entries of `indices` (M distinct dataset indices, every process's) with `features` (M×C
+        unit rows), no blending: a fresh bank filled before training (engine/dictionary_fill.py)."""
+        self.features.index_copy_(0, indices.to(self.features.device), features.to(self.features))
+
+    @torch.no_grad()
     def update_(self, indices: torch.Tensor, queries: torch.Tensor) -> None:
         """Blend the entries of `indices` (N, this rank's images) with `queries` (N×C unit rows) and re-normalise;
         the indices and queries of every rank are gathered first, so the banks stay identical across ranks."""

@@ -90,6 +90,19 @@ class Queue(StoredNegatives):
     def discard_step(self) -> None:
         self._pending = []
 
+    @torch.no_grad()
+    def fill_(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
+        """Replace every slot: `keys` (K×C unit rows, oldest first) and their images' dataset indices `ids` (K); the
+        pointer goes to 0 (the oldest), and anything staged is dropped. For a fresh queue filled before training
+        (engine/dictionary_fill.py)."""
+        if keys.shape != self.keys.shape or ids.shape != self.ids.shape:
+            raise ValueError(f"a fill needs {tuple(self.keys.shape)} keys and {tuple(self.ids.shape)} ids, got "
+                             f"{tuple(keys.shape)} and {tuple(ids.shape)}")
+        self._pending = []
+        self.keys.copy_(keys)
+        self.ids.copy_(ids)
+        self.ptr.zero_()
+
     def _write(self, staged: torch.Tensor, staged_ids: torch.Tensor) -> None:
         keys, ptr, size = self.keys, self.ptr, self.size
         if staged.shape[0] > size:
