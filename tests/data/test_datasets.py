@@ -37,7 +37,8 @@ def test_batched_items_share_one_uint8_size_so_batches_collate(class_folder: Pat
     cfg = cfg_for(class_folder, augment="batched", recipe="v2-96", image_size=96, in_memory=False)
     ds = build_pretrain_dataset(cfg)
     images, _labels, _indices = next(iter(DataLoader(ds, batch_size=12)))
-    assert images.dtype == torch.uint8 and images.shape == (12, 3, 110, 110)  # round(96 * 256 / 224)
+    # round(96 * 256 / 224); a fourth channel marks each image's extent (the class folder's images are not square)
+    assert images.dtype == torch.uint8 and images.shape == (12, 4, 110, 110)
     first, second = build_batch_augment(cfg)(images)
     assert first.shape == second.shape == (12, 3, 96, 96) and first.dtype == torch.float32
 

@@ -2,7 +2,7 @@
 
 See docs/data.md for the user-facing description. The engine uses:
     build_pretrain_dataset(cfg, split) -> items (views, label, index)
-    build_batch_augment(cfg, device) -> callable(uint8 N x 3 x H x W) -> (view1, view2)   [augment="batched"]
+    build_batch_augment(cfg, device) -> callable(uint8 N x C x H x W) -> (view1, view2)   [augment="batched"]
     build_eval_dataset(cfg, split) -> items (image, label)
     available_splits(cfg), check_batch_fits(dataset, batch_size)
 """

@@ -13,9 +13,14 @@ parameters, but runs as a few large tensor operations (GPU when there is one; al
 Randomness: every draw uses `generator` when one is given (it must live on the batch's device), else the global
 torch RNG of that device, so `torch.manual_seed` makes a run repeatable.
 
+Items of any aspect: a dataset item is the whole image fitted into a uint8 R x R square (long side R, at the top
+left; `datasets.BatchItem`), with a fourth channel marking the image's extent, so that crops are drawn from the whole
+image, with its own height and width, as torchvision's RandomResizedCrop draws them. Items of datasets known to hold
+only square images have three channels (the image is the whole item).
+
 Known differences from the per-image backend: colour operations run in float instead of 8-bit PIL arithmetic
-(values differ by rounding, distributions do not), and crops are taken from the fixed-size uint8 item the dataset
-delivers (for images that are not square, its centre square; see `DataConfig.batched_source_size`).
+(values differ by rounding, distributions do not), and crops are resampled from the item (R pixels on the image's
+long side, `DataConfig.batched_source_size`), not from the image file at its full resolution.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from torchvision.ops import roi_align
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from mocokit import distributed
-from mocokit.data.crops import sample_crop_boxes
+from mocokit.data.crops import crop_boxes, crop_uniforms
 from mocokit.data.recipes import Recipe, ViewRecipe
 
 
 class BatchAugment:
-    """uint8 N x 3 x H x W (on the device) -> (view1, view2), each float N x 3 x S x S normalised."""
+    """uint8 N x 3 x H x W, or N x 4 x H x W whose fourth channel marks each image's extent (`image_extent`), on the
+    device -> (view1, view2), each float N x 3 x S x S normalised."""
 
     def __init__(self, recipe: Recipe, size: int, device: torch.device | str = "cpu") -> None:
         self.recipe = recipe
@@ -47,18 +53,28 @@ class BatchAugment:
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (3, 4):
             raise ValueError(
-                f"BatchAugment expects uint8 N x 3 x H x W, got {images.dtype} {tuple(images.shape)}"
+                f"BatchAugment expects uint8 N x 3 x H x W or N x 4 x H x W, got {images.dtype} {tuple(images.shape)}"
             )
-        pixels = images.to(self.device, non_blocking=True).float().div_(255)  # N x 3 x H x W in [0, 1]
-        first = self.view(pixels, self.recipe.view1, generator)
-        second = self.view(pixels, self.recipe.view2, generator)
+        images = images.to(self.device, non_blocking=True)
+        extent = image_extent(images)
+        pixels = images[:, :3].float().div_(255)  # N x 3 x H x W in [0, 1]
+        first = self.view(pixels, self.recipe.view1, generator, extent)
+        second = self.view(pixels, self.recipe.view2, generator, extent)
         return first, second
 
-    def view(self, pixels: torch.Tensor, view: ViewRecipe, generator: torch.Generator | None) -> torch.Tensor:
-        """One augmented view of every image of a float N x 3 x H x W batch in [0, 1]; normalised N x 3 x S x S."""
+    def view(
+        self,
+        pixels: torch.Tensor,
+        view: ViewRecipe,
+        generator: torch.Generator | None,
+        extent: tuple[int | torch.Tensor, int | torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """One augmented view of every image of a float N x 3 x H x W batch in [0, 1]; normalised N x 3 x S x S.
+        extent: (heights, widths) of the images at the top left of their items (`image_extent`); None: H, W."""
         n, _, height, width = pixels.shape
+        heights, widths = extent if extent is not None else (height, width)
         dev = pixels.device
         # On P processes every rank draws the decisions of the whole global batch (P·N, in the same order as one
         # process would) and keeps its own rows: the ranks' RNGs stay in step (a checkpoint holds one RNG state),
@@ -69,10 +85,10 @@ class BatchAugment:
         def draw(*shape: int) -> torch.Tensor:
             return torch.rand(shape[0] * world, *shape[1:], device=dev, generator=generator)[mine]
 
-        # Every random decision of this view, drawn up front in a fixed order (N or N x 4 each).
-        boxes = sample_crop_boxes(
-            n * world, height, width, view.crop_scale, view.crop_ratio, device=dev, generator=generator
-        )[mine]
+        # Every random decision of this view, drawn up front in a fixed order (N or N x 4 each). Each crop box lies
+        # inside its image's extent (heights, widths), drawn as RandomResizedCrop draws it from the whole image.
+        boxes = crop_boxes(crop_uniforms(n * world, device=dev, generator=generator)[mine], heights, widths,
+                           view.crop_scale, view.crop_ratio)
         jitter_on = draw(n) < view.jitter_p
         order = torch.argsort(
             draw(n, 4), dim=1
@@ -151,6 +167,18 @@ class BatchAugment:
                         sub = ops[op_index](sub, factors[start:stop, op_index])
                 x[start:stop] = sub
             start = stop
+
+
+def image_extent(images: torch.Tensor) -> tuple[int | torch.Tensor, int | torch.Tensor]:
+    """(heights, widths) of the images inside uint8 items N x C x H x W: H and W for C = 3 (the image is the item);
+    for C = 4, N each, the rows and columns where the fourth channel is non-zero (the image sits at the top left)."""
+    _, channels, height, width = images.shape
+    if channels == 3:
+        return height, width
+    inside = images[:, 3] > 0  # N x H x W
+    heights = inside.any(dim=2).sum(dim=1).clamp_(min=1)  # N
+    widths = inside.any(dim=1).sum(dim=1).clamp_(min=1)  # N
+    return heights, widths
 
 
 def _masked_(x: torch.Tensor, mask: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:

@@ -26,8 +26,9 @@ class DataConfig:
     in_memory: bool | None = None  # decode every image once and keep uint8 pixels in RAM; None: when it fits
     memory_budget_mb: int = 4096  # in_memory=None uses memory when the estimated decoded size is at most this
     augment: AugmentBackend = "per_image"  # per_image: torchvision in DataLoader workers; batched: on the device
-    # batched: side of the square uint8 image each item is resized to before the batch is augmented on the device;
-    # None: the image's own side when all images share one square size (CIFAR, STL-10), else round(S * 256 / 224)
+    # batched: side R of the square uint8 item each image is fitted into (its long side; the whole image, aspect kept)
+    # before the batch is augmented on the device; None: the images' own side when all share one square size (CIFAR,
+    # STL-10), else round(S * 256 / 224)
     batched_source_size: int | None = None
     max_images: int | None = None  # pretrain on a seeded random subset of this many training images (None: all)
     max_bad_fraction: float = 0.01  # unreadable images are skipped with a warning; a larger share is an error

@@ -2,8 +2,10 @@
 
 `build_pretrain_dataset(cfg, split)[i] == (views, label, index)`:
 - augment="per_image": views = (view1, view2), float 3 x S x S each, normalised with the recipe's mean/std;
-- augment="batched": views = one uint8 3 x R x R tensor (R fixed per dataset, so batches collate); the engine then
-  calls `build_batch_augment(cfg, device)` on the batch.
+- augment="batched": views = one uint8 C x R x R tensor (R fixed per dataset, so batches collate): the whole image
+  fitted into the square with a fourth channel marking its extent (C = 4), or, for datasets known to hold only square
+  images, the image itself (C = 3); see `BatchItem`. The engine then calls `build_batch_augment(cfg, device)` on the
+  batch.
 `label` is the class index (-1 when unlabelled); pretraining must not use it, it is there for monitoring.
 `index` is the dataset index of the image actually returned: i, or the next readable item when i is unreadable.
 
@@ -94,17 +96,37 @@ class EvalDataset(_SourceDataset):
         return self.transform(image), self.source.labels[actual], actual
 
 
-class SquareUint8:
-    """PIL image -> uint8 3 x R x R: the short side resized to R (bilinear, antialiased), then the centre square."""
+class BatchItem:
+    """PIL image -> the uint8 item of the batched backend, C x R x R: the whole image resized (bilinear, antialiased,
+    aspect kept) so that its long side is R, at the top left of the square. With `extent` (C = 4) the fourth channel
+    is 255 over the image and 0 elsewhere, and the rest of the square repeats the image's last row and column (so that
+    bilinear samples at the image's edge see no foreign pixels); BatchAugment draws each crop inside that extent, from
+    the whole image. Without it (C = 3) every image must be square: the item is the image at R x R.
 
-    def __init__(self, side: int) -> None:
+    A non-square image thus keeps R pixels on its long side (a 4:3 photo at R = 256: 256 x 192); raise
+    `data.batched_source_size` to keep more detail on the short side."""
+
+    def __init__(self, side: int, extent: bool = True) -> None:
         self.side = side
+        self.extent = extent
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        if image.size != (self.side, self.side):
-            image = F.resize(image, self.side, interpolation=InterpolationMode.BILINEAR)
-            image = F.center_crop(image, self.side)
-        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()  # 3 x R x R
+        side, (width, height) = self.side, image.size
+        if not self.extent and width != height:
+            raise ValueError(f"a {width}x{height} image in a dataset of square items: use BatchItem(extent=True)")
+        if (width, height) != (side, side):
+            scale = side / max(width, height)
+            size = [max(1, round(height * scale)), max(1, round(width * scale))]  # [h, w], the long side R
+            image = F.resize(image, size, interpolation=InterpolationMode.BILINEAR)
+        pixels = np.array(image, dtype=np.uint8)  # h x w x 3
+        if not self.extent:
+            return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # 3 x R x R
+        h, w = pixels.shape[:2]
+        item = np.empty((side, side, 4), dtype=np.uint8)
+        item[..., :3] = np.pad(pixels, ((0, side - h), (0, side - w), (0, 0)), mode="edge")
+        item[..., 3] = 0
+        item[:h, :w, 3] = 255
+        return torch.from_numpy(item).permute(2, 0, 1).contiguous()  # 4 x R x R
 
 
 def prepared_source(cfg: DataConfig, split: str) -> FileSource | ArraySource:
@@ -116,7 +138,8 @@ def prepared_source(cfg: DataConfig, split: str) -> FileSource | ArraySource:
 
 
 def batched_source_size(cfg: DataConfig, source: FileSource | ArraySource) -> int:
-    """R, the side of the uint8 items of the batched backend (see `DataConfig.batched_source_size`)."""
+    """R, the side of the uint8 items of the batched backend, which holds each image's long side (see
+    `DataConfig.batched_source_size`)."""
     if cfg.batched_source_size is not None:
         return cfg.batched_source_size
     if isinstance(source, ArraySource) and source.square_size() is not None:
@@ -132,7 +155,9 @@ def build_pretrain_dataset(cfg: DataConfig, split: str = "train") -> PretrainDat
     if cfg.augment == "per_image":
         transform: Callable[[Image.Image], Any] = TwoViews(recipe, cfg.image_size)
     else:
-        transform = SquareUint8(batched_source_size(cfg, source))
+        # three channels only where every image is known to be square without reading them (CIFAR, STL-10, in memory)
+        all_square = isinstance(source, ArraySource) and source.square_size() is not None
+        transform = BatchItem(batched_source_size(cfg, source), extent=not all_square)
     return PretrainDataset(source, transform, cfg)
 
 
@@ -143,7 +168,7 @@ def build_eval_dataset(cfg: DataConfig, split: str) -> EvalDataset:
 
 
 def build_batch_augment(cfg: DataConfig, device: torch.device | str = "cpu") -> BatchAugment:
-    """The batched backend for `cfg.recipe`: `augment(uint8 N x 3 x R x R, generator=None) -> (view1, view2)`.
+    """The batched backend for `cfg.recipe`: `augment(uint8 N x C x R x R, generator=None) -> (view1, view2)`.
 
     Random parameters are drawn per sample from `generator` when given, else from the global RNG of `device`."""
     return BatchAugment(get_recipe(cfg.recipe), cfg.image_size, device)
