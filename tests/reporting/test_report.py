@@ -116,3 +116,29 @@ def test_the_time_table_shows_planned_against_spent(tmp_path, step_record):
     plain_page = write_report(plain).read_text()
     table = plain_page[plain_page.index("<h2>Time</h2>"):plain_page.index("<h2>Evaluations</h2>")]
     assert "1,168.2 s" in table and "planned" not in table and "budget" not in table
+
+
+def test_a_run_started_from_weights_shows_their_source_and_the_filled_queue(tmp_path, step_record):
+    run = tmp_path / "continued"
+    path = "/cache/moco_v2_800ep_pretrain.pth.tar"
+    with MetricsWriter(run, tensorboard=False) as writer:
+        writer.log({"kind": "run", "step": 0, "command": "mocokit pretrain v2-imagenet model.init=moco-v2-800ep-r50",
+                    "mocokit": "0.1.0", "torch": "2.14.1", "python": "3.11.7", "device": "cpu"})
+        writer.log({"kind": "init", "step": 0, "given": "moco-v2-800ep-r50", "path": path,
+                    "sha256": "sha256:" + "ab" * 32, "summary": "moco-v1v2 layout, <encoder & head>",
+                    "fill": {"dictionary": "queue", "entries": 65536, "batches": 256, "images": 65536,
+                             "encoder": "key encoder", "seconds": 41.25}})
+        writer.log({"kind": "baseline", "step": 0, "knn_top1": 0.61, "knn_top5": 0.85})
+        writer.log(step_record(1))
+    page = write_report(run).read_text()
+    section = page[page.index("<h3>Initial weights (model.init)</h3>"):page.index("<h2>Resolved config</h2>")]
+    for text in ("moco-v2-800ep-r50", path, "sha256:" + "ab" * 32, html.escape("moco-v1v2 layout, <encoder & head>"),
+                 "filled with 65,536 keys of 256 batches of training images by the initial key encoder, 41.2 s"):
+        assert text in section, text
+    assert "<encoder" not in page  # escaped
+    assert "kNN top-1 at the initial weights" in page and "61.00%" in page and "at random init" not in page
+
+
+def test_a_run_from_random_weights_has_no_initial_weights_section(finished_run):
+    page = write_report(finished_run).read_text()
+    assert "Initial weights" not in page and "kNN top-1 at random init" in page

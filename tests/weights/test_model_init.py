@@ -1,7 +1,10 @@
 """model.init: a pretraining run starts from an official-layout file (or its import), query and key encoder and
-heads from the file, the queue not; the source is recorded in config.yaml."""
+heads from the file, the queue not: it is filled afresh by the loaded key encoder (tests/engine/test_dictionary_fill.py
+checks its keys); the source is recorded in config.yaml, metrics.jsonl and the report. A resume does neither again."""
 
 from __future__ import annotations
+
+import html
 
 import pytest
 import torch
@@ -10,6 +13,8 @@ from torch import nn
 from mocokit.engine.pretrain import Pretraining
 from mocokit.export import torchvision_resnet
 from mocokit.export.importer import import_weights
+from mocokit.models.queue import NO_IMAGE
+from mocokit.reporting.metrics import METRICS_FILE, read_metrics
 from mocokit.training.initial import initial_model
 from mocokit.training.run_config import load_config
 from mocokit.weights import WeightsError
@@ -56,15 +61,39 @@ def test_the_first_step_starts_from_the_files_weights_and_a_fresh_queue(tmp_path
         expected.update({f"head.{k[3:]}": v for k, v in theirs.state_dict().items() if k.startswith("fc.")})
         assert mine.state_dict().keys() == expected.keys()
         assert all(torch.equal(mine.state_dict()[k], v) for k, v in expected.items())
-    # the queue is the one every run of this config starts from, not the file's (stale for new data)
-    assert torch.equal(model.queue.keys, initial_model(cfg).queue.keys)
-    assert not torch.equal(model.queue.keys, official.queue.t())
+    # the queue is neither the file's (stale for new data) nor random unit keys: keys of this run's images
+    queue = model.queue
+    assert not torch.equal(queue.keys, official.queue.t())
+    assert not torch.equal(queue.keys, initial_model(cfg).queue.keys)
+    assert int(queue.ptr) == 0 and (queue.ids != NO_IMAGE).all()
+    assert set(queue.ids.tolist()) <= set(range(len(run.data.dataset)))
     record = (tmp_path / "run" / "config.yaml").read_text()
     assert "# model.init: " in record and file_sha256(run.init.path) in record
-    assert any(line.startswith("initial weights: ") and "queue: random unit keys" in line for line in said)
+    assert any(line.startswith("initial weights: ") and "layout" in line for line in said)
+    # v2-cifar10 is symmetric: each image gives the keys of both views, 2 x 16 = K = 32
+    assert any(line.startswith("queue filled with 32 keys of 1 batch of training images by the initial key encoder")
+               for line in said)
     assert load_config(tmp_path / "run" / "config.yaml").model.init == str(init)  # the comment reloads
     result = run.run()
     assert result.steps_done == 1
+    init_records = read_metrics(tmp_path / "run" / METRICS_FILE)["init"]
+    assert len(init_records) == 1
+    logged = init_records[0]
+    assert (logged["given"], logged["path"], logged["sha256"]) == (str(init), str(run.init.path), run.init.sha256)
+    assert logged["fill"]["dictionary"] == "queue" and logged["fill"]["entries"] == 32
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Initial weights" in page and run.init.sha256 in page and html.escape(str(run.init.path)) in page
+    assert "32 keys of 1 batch" in page
+
+    # a resume continues from its own checkpoint: no new load, no new fill, no new record
+    checkpointed = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]["queue.keys"]
+    again: list[str] = []
+    resumed = Pretraining(load_config("v2-cifar10", [*TINY, f"data.path={images}", f"run.dir={tmp_path / 'run'}",
+                                                     f"model.init={init}", "train.stop_at_step=2"]), again.append)
+    assert torch.equal(resumed.parts.model.queue.keys, checkpointed)
+    assert not any(line.startswith("queue filled") for line in again)
+    resumed.run()
+    assert len(read_metrics(tmp_path / "run" / METRICS_FILE)["init"]) == 1
 
 
 def test_weights_that_do_not_fit_the_run_stop_it_before_training(tmp_path, images):

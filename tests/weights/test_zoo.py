@@ -71,6 +71,9 @@ def test_a_name_is_downloaded_once_checked_recorded_and_then_read_from_the_cache
     fresh = build_model(cfg)
     init = load_initial_weights(fresh, NAME)  # model.init=NAME
     assert init.sha256 == f"sha256:{sha256}"  # recorded in the run's config.yaml
+    assert (init.given, init.path) == (NAME, cached)  # the name and the cached file it stands for
+    assert init.yaml_comment().startswith(f"# model.init: {NAME} = {cached} (sha256:{sha256}): ")
+    assert init.record(None)["given"] == NAME and init.record(None)["path"] == str(cached)
     assert "downloading" not in capsys.readouterr().out
     torch.testing.assert_close(fresh.eval().backbone(images), trunk(images), rtol=0, atol=0)
 

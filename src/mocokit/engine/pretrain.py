@@ -30,6 +30,7 @@ from mocokit._version import __version__
 from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
 from mocokit.engine.budget import TimeAccount, TimeBudget
+from mocokit.engine.dictionary_fill import fill_dictionary
 from mocokit.engine.epoch import EpochHooks, EpochResult, Schedule, train_one_epoch
 from mocokit.engine.health_monitor import build_health_monitor
 from mocokit.engine.initial_weights import load_initial_weights, recorded_source
@@ -321,7 +322,7 @@ class Pretraining:
             fresh = self.folder.saved is None
             self.init = load_initial_weights(self.parts.model, cfg.model.init) if fresh \
                 else recorded_source(cfg.model.init)
-            say(f"initial weights: {self.init.path} ({self.init.sha256}): {self.init.summary}")
+            say(f"initial weights: {self.init.source} ({self.init.sha256}): {self.init.summary}")
         if self.main:
             self.folder.path.mkdir(parents=True, exist_ok=True)
             (self.folder.path / "config.yaml").write_text(config_to_yaml(cfg)
@@ -336,6 +337,8 @@ class Pretraining:
         self.log({"kind": "run", "step": self.state.steps_done, "command": " ".join(sys.argv),
                   "mocokit": __version__, "torch": torch.__version__, "python": platform.python_version(),
                   "device": str(self.device)})
+        if self.init is not None and self.folder.saved is None:  # a fresh start from model.init: a queue of real keys
+            self.log(self.init.record(fill_dictionary(self.parts.run_step, self.data.loader, say)))
         self.parts.run_step.on_compiled = self._report_compile
 
     def _describe(self, say: Callable[[str], None]) -> None:

@@ -65,8 +65,11 @@ class ModelConfig:
     # must stay per process for shuffle BN to work (moco #46). One process is one BN group either way.
     sync_bn: Literal["auto", "none", "heads", "all"] = "auto"
     # pretraining starts from the weights in this file instead of a random initialisation: a mocokit run folder or
-    # checkpoint (e.g. written by `mocokit import`), or an official MoCo, torchvision or timm file (docs/weights.md).
-    # Encoders, heads and predictor come from it where it has them; the queue starts as random unit keys.
+    # checkpoint (e.g. written by `mocokit import`), an official MoCo, torchvision or timm file, or a model zoo name
+    # such as moco-v2-800ep-r50 (the official file, downloaded once; `mocokit import --list` lists them). See
+    # docs/weights.md.
+    # Encoders, heads and predictor come from it where it has them; the queue (memory bank) is filled with keys of the
+    # training images by the loaded encoder before the first step (engine/dictionary_fill.py).
     init: str | None = None
 
     def __post_init__(self) -> None:

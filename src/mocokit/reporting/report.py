@@ -114,16 +114,17 @@ def _final_numbers(summary: RunSummary) -> list[tuple[str, str]]:
         at = f" (epoch {summary.knn_epoch})" if summary.knn_epoch is not None else ""
         rows += [(f"kNN top-1{at}", _percent(summary.knn_top1)),
                  (f"kNN top-5{at}", _percent(summary.knn_top5))]
+    start = "random init" if summary.initial_weights is None else "the initial weights"  # model.init
     if summary.baseline_top1 is not None:
-        rows += [("kNN top-1 at random init", _percent(summary.baseline_top1))]
+        rows += [(f"kNN top-1 at {start}", _percent(summary.baseline_top1))]
         if summary.baseline_top5 is not None:
-            rows += [("kNN top-5 at random init", _percent(summary.baseline_top5))]
+            rows += [(f"kNN top-5 at {start}", _percent(summary.baseline_top5))]
     if summary.pixel_top1 is not None:
         rows += [("kNN top-1 on raw pixels", _percent(summary.pixel_top1))]
         if summary.pixel_top5 is not None:
             rows += [("kNN top-5 on raw pixels", _percent(summary.pixel_top5))]
     if summary.knn_gain is not None:
-        rows += [("kNN top-1 gain over random init", f"{summary.knn_gain * 100:+.2f} pts")]
+        rows += [(f"kNN top-1 gain over {start}", f"{summary.knn_gain * 100:+.2f} pts")]
     throughput = summary.mean_images_per_s
     rows += [("Epochs completed", str(summary.epochs)), ("Steps", str(summary.steps)),
              ("Minutes", _float(summary.minutes, 1)),
@@ -244,6 +245,7 @@ def _run_section(metrics: Metrics) -> str:
             rows.append(("starts", f"{len(runs)} (resumed {len(runs) - 1} time(s)); the latest is shown"))
         parts.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows
                                          if v is not None) + "</table>")
+    parts += [_initial_weights(record) for record in metrics.get("init", [])[:1]]
     messages = [m for record in warned for m in record.get("messages", [])]
     if messages:
         parts.append("<h3>Warnings</h3><ul>" + "".join(f"<li>{_e(m)}</li>" for m in dict.fromkeys(messages))
@@ -251,6 +253,28 @@ def _run_section(metrics: Metrics) -> str:
     else:
         parts.append('<p class="note">No warnings.</p>')
     return "\n".join(parts)
+
+
+def _initial_weights(init: dict[str, Any]) -> str:
+    """model.init: the weights the run started from (as given, the file, its SHA-256, what was loaded) and how its
+    dictionary was filled before the first step; from the "init" record of the run's fresh start."""
+    rows = [("model.init", init.get("given")), ("file", init.get("path")), ("SHA-256", init.get("sha256")),
+            ("loaded", init.get("summary"))]
+    fill = init.get("fill")
+    if isinstance(fill, dict):
+        what, unit = ("queue", "keys") if fill.get("dictionary") == "queue" else ("memory bank", "rows")
+        entries, batches, seconds = fill.get("entries"), fill.get("batches"), fill.get("seconds")
+        text = str(fill)  # a record this version did not write: shown as it is
+        if isinstance(entries, int) and isinstance(batches, int):
+            text = (f"filled with {entries:,} {unit} of {batches:,} batch{'es' if batches != 1 else ''} of training "
+                    f"images by the initial {fill.get('encoder')}")
+            if isinstance(seconds, (int, float)):
+                text += f", {seconds:.1f} s"
+        rows.append((what, text))
+    else:
+        rows.append(("dictionary", "no stored keys (v3's batch, end-to-end): nothing filled"))
+    return ("<h3>Initial weights (model.init)</h3><table>"
+            + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows if v is not None) + "</table>")
 
 
 def _evaluations_section(run_dir: Path) -> str:

@@ -31,6 +31,7 @@ class RunSummary:
     pixel_top5: float | None = None
     seconds_spent: dict[str, float] | None = None  # wall time per category (setup, baselines, training, ...)
     budget: dict[str, Any] | None = None  # the time budget's plan (train.time_budget), when the run had one
+    initial_weights: str | None = None  # model.init as given (its "init" record); None: a random initialisation
 
     @property
     def knn_gain(self) -> float | None:
@@ -93,6 +94,7 @@ def summarize(metrics: Metrics) -> RunSummary:
         baseline_top5=_finite(baseline.get("knn_top5")),
         pixel_top1=_finite(pixels.get("pixel_top1", final.get("pixel_top1"))),
         pixel_top5=_finite(pixels.get("pixel_top5")),
+        initial_weights=next((str(r.get("given")) for r in metrics.get("init", [])), None),
         epochs=int(max(completed, default=0)),
         steps=int(max(logged_steps, default=0)),
         minutes=minutes,

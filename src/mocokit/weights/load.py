@@ -64,7 +64,8 @@ def load_weights(model: nn.Module, weights: ForeignWeights, *, dictionary: bool 
     skipped = [weights.origin.get(n, n) for n in weights.tensors if n not in given]
     if skipped:
         notes.append(f"{len(skipped)} tensors of the file not used ({skipped[0]}, ...): the queue of another run is "
-                     "stale for new data, so it starts as random unit keys (a key encoder: this model has none)")
+                     "stale for new data, so the run fills its own before the first step (a key encoder: this "
+                     "model has none)")
     loaded_parts = []
     for part in parts:
         names = [n for n in target if n.startswith(part)]
