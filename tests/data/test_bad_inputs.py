@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -206,3 +207,109 @@ def test_unreadable_files_and_folders_are_skipped_simulated(tmp_path, monkeypatc
     monkeypatch.setattr(os, "scandir", scandir)
     monkeypatch.setattr(FolderFiles, "__call__", read)
     check_denied(root)
+
+
+# ------------------------------------------------------------------ users' folders: sizes and modes (issue 14)
+
+
+@pytest.fixture(scope="module")
+def huge_jpeg() -> bytes:
+    """A 10,000 x 10,000 grayscale JPEG (100 million pixels, over PIL's 89-million limit; 1.2 MB on disk)."""
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((10_000, 10_000)).save(buffer, format="JPEG", quality=30)
+    return buffer.getvalue()
+
+
+def test_a_huge_jpeg_is_decoded_scaled_down_while_decoding_not_refused(huge_jpeg):
+    image = decode_rgb(huge_jpeg, min_side=128)  # 1/8 while decoding: 1,250 px a side, 64x fewer pixels
+    assert image.mode == "RGB" and image.size == (1250, 1250)
+    pixels = np.asarray(image)[::125, 625, 0].astype(int)  # the gradient survives the scaling: rows go dark to light
+    assert pixels[0] < 20 and pixels[-1] > 200 and (np.diff(pixels) > 0).all()
+    assert decode_rgb(huge_jpeg, min_side=2000).size == (2500, 2500)  # the smallest scale keeping both sides >= 2000
+    with pytest.raises(UnreadableImage, match="10000x10000 pixels is more than .* save it as JPEG"):
+        decode_rgb(huge_jpeg)  # at full size it would be a decompression bomb: refused, saying what to do
+    small = encoded("JPEG", size=(300, 200))
+    assert np.array_equal(np.asarray(decode_rgb(small, min_side=128)), np.asarray(decode_rgb(small)))  # < 2x: as is
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_a_folder_with_a_huge_jpeg_trains_and_a_huge_png_is_skipped_in_one_line(tmp_path, huge_jpeg, in_memory):
+    root = tmp_path / "data"
+    for i in range(4):
+        write_image(root / f"good{i}.png", (32, 32), seed=i)
+    (root / "huge.jpg").write_bytes(huge_jpeg)
+    (root / "huge.png").write_bytes(png_bomb(10_000, 10_000))  # no JPEG: it would be decoded at full size
+    with pytest.warns(UnreadableImageWarning) as caught:
+        dataset = build_pretrain_dataset(cfg_for(root, in_memory=in_memory))
+        items = [dataset[i] for i in range(len(dataset))]
+    assert {dataset.paths[index] for _, _, index in items} == {"huge.jpg", *(f"good{i}.png" for i in range(4))}
+    (first, _), _, _ = items[dataset.paths.index("huge.jpg")]
+    assert first.shape == (3, 32, 32)
+    skipped = [str(w.message) for w in caught if "huge.png" in str(w.message)]
+    assert len(skipped) == 1 and "\n" not in skipped[0] and "shrink the file or save it as JPEG" in skipped[0]
+
+
+def odd_images(root: Path) -> dict[str, Image.Image]:
+    """The kinds of file users' folders hold, beside a plain RGB one: modes, bit depths, sizes and aspects."""
+    rng = np.random.default_rng(0)
+    palette = Image.new("P", (40, 30), 1)
+    palette.putpalette([0, 0, 0, 200, 30, 90] + [0, 0, 0] * 254)
+    palette.info["transparency"] = 0
+    images = {
+        "rgb.png": Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)),
+        "gray.png": Image.fromarray(rng.integers(0, 256, (24, 40), dtype=np.uint8)),  # L
+        "gray-alpha.png": Image.new("LA", (33, 17), (120, 200)),
+        "rgba.png": Image.fromarray(rng.integers(0, 256, (50, 20, 4), dtype=np.uint8), mode="RGBA"),
+        "palette.png": palette,
+        "sixteen-bit.png": Image.fromarray(rng.integers(0, 65536, (36, 36), dtype=np.uint16)),  # I;16
+        "eight.png": Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)),
+        "one.png": Image.new("RGB", (1, 1), (10, 200, 30)),
+        "strip.png": Image.fromarray(rng.integers(0, 256, (6, 300, 3), dtype=np.uint8)),
+        "cmyk.jpg": Image.new("CMYK", (40, 40), (0, 255, 255, 0)),
+    }
+    for name, image in images.items():
+        image.save(root / name)
+    return images
+
+
+@pytest.mark.parametrize(("augment", "in_memory"), [("per_image", False), ("batched", False), ("batched", True)])
+def test_every_mode_size_and_aspect_users_have_becomes_two_views_without_a_warning(tmp_path, augment, in_memory):
+    import warnings
+
+    from mocokit.data import build_batch_augment
+
+    root = tmp_path / "data"
+    root.mkdir()
+    names = odd_images(root)
+    assert Image.open(root / "sixteen-bit.png").mode in ("I;16", "I")  # what PIL reports for a 16-bit PNG
+    cfg = cfg_for(root, augment=augment, in_memory=in_memory, max_bad_fraction=0.0)  # no file may be skipped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not one warning: every file is read as it is
+        dataset = build_pretrain_dataset(cfg)
+        items = [dataset[i] for i in range(len(dataset))]
+        assert dataset.report_unreadable() == 0
+    assert sorted(dataset.paths) == sorted(names) and [index for _, _, index in items] == list(range(len(names)))
+    if augment == "batched":
+        batch = torch.stack([views for views, _, _ in items])
+        views = build_batch_augment(cfg)(batch, generator=torch.Generator().manual_seed(0))
+    else:
+        views = tuple(torch.stack([pair[v] for pair, _, _ in items]) for v in (0, 1))
+    sixteen = dataset.paths.index("sixteen-bit.png")
+    for view in views:
+        assert view.shape == (len(names), 3, 32, 32) and torch.isfinite(view).all()
+        # 16-bit values scaled, not clipped to one value (a constant image stays constant under every operation)
+        assert view[sixteen].std() > 0.1
+
+
+def test_a_dataset_smaller_than_one_batch_is_refused_in_one_line_naming_the_key(tmp_path, capsys):
+    from mocokit.cli import main
+
+    root = tmp_path / "data"
+    for i in range(10):
+        write_image(root / f"{i}.png", (32, 32), seed=i)
+    run = tmp_path / "run"
+    assert main(["pretrain", "demo", f"data.path={root}", f"run.dir={run}"]) == 2  # demo: batches of 128
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has 10 images, fewer than one batch of 128" in err
+    assert "Set train.batch_size to at most 10, or add images." in err
+    assert not run.exists()  # nothing written

@@ -181,7 +181,7 @@ def check_batch_fits(dataset: Dataset, batch_size: int, drop_last: bool = True) 
         where = getattr(dataset, "where", "the dataset")
         raise DataError(
             f"{where} has {n} images, fewer than one batch of {batch_size}: an epoch would have no step. "
-            f"Lower the batch size to at most {n}, or add images."
+            f"Set train.batch_size to at most {n}, or add images."
         )
 
 

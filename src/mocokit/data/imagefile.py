@@ -7,6 +7,10 @@ empty files and random bytes. An image whose header announces more than `PIL.Ima
 89 million by default; None turns the check off) is refused before anything is decoded: a small file can announce a
 huge picture (a decompression bomb) and decoding it would exhaust memory. PIL itself only warns up to twice that
 limit, and its warnings are silenced here, so the limit is checked explicitly.
+
+Large JPEGs are not decoded at full size when a `min_side` is given: the decoder scales them by 1/2, 1/4 or 1/8 while
+decoding (PIL's `draft`), as far as both sides stay at least `min_side` (a 10,000 x 10,000 photo is then read as
+1,250 x 1,250, quickly and in 1/64 of the memory, and is no decompression bomb). Other formats decode at full size.
 """
 
 from __future__ import annotations
@@ -48,12 +52,15 @@ def is_image_name(name: str) -> bool:
     return not hidden and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    """Decode the bytes of an image file to a fully loaded RGB image."""
+def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
+    """Decode the bytes of an image file to a fully loaded RGB image; with `min_side`, a JPEG at least twice that
+    on both sides is decoded at the smallest of 1/2, 1/4, 1/8 of its size whose sides are still >= min_side."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's EXIF/metadata chatter; real failures raise below
             image = Image.open(io.BytesIO(data))  # reads the header only
+            if min_side is not None and min(image.size) >= 2 * min_side:
+                image.draft(image.mode, (min_side, min_side))  # JPEG: scaled while decoding; others: no effect
             _refuse_bombs(image)
             image.load()  # decode now: a truncated file raises here, not later in a worker's transform
             image = ImageOps.exif_transpose(image)
@@ -71,7 +78,7 @@ def _refuse_bombs(image: Image.Image) -> None:
     if limit is not None and image.width * image.height > limit:
         raise UnreadableImage(
             f"{image.width}x{image.height} pixels is more than PIL.Image.MAX_IMAGE_PIXELS={limit} (a decompression "
-            "bomb?); raise that limit to read such images"
+            "bomb?): shrink the file or save it as JPEG (read at a reduced size), or raise that limit in Python"
         )
 
 

@@ -24,6 +24,11 @@ from mocokit.data.imagefile import UnreadableImage, decode_rgb
 from mocokit.data.layout import SplitLayout, find_layout
 from mocokit.data.named import NAMED_DATASETS, load_named, named_splits
 
+# Files are decoded with sides of at least 4 x data.image_size (JPEGs beyond twice that: scaled while decoding). The
+# smallest random crop of the recipes (area share 0.08 of the image: 0.28 of its side) then still spans more source
+# pixels than the crop's output, and the evaluation resize (256/224 x S) only shrinks: no detail used is lost.
+DECODE_SIDE_FACTOR = 4
+
 
 class ImageSource(Protocol):
     paths: list[str]
@@ -39,10 +44,11 @@ class ImageSource(Protocol):
 class FileSource:
     """Encoded image files, read by a function from a name to bytes (a folder or a tar archive)."""
 
-    def __init__(self, layout: SplitLayout, read_bytes: Any, where: str) -> None:
+    def __init__(self, layout: SplitLayout, read_bytes: Any, where: str, decode_side: int | None = None) -> None:
         self.paths, self.labels, self.classes = layout.paths, layout.labels, layout.classes
         self.where = where
         self._read_bytes = read_bytes  # picklable callable: relative path -> bytes
+        self.decode_side = decode_side  # large JPEGs are decoded scaled down, to sides of at least this (decode_rgb)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -54,7 +60,7 @@ class FileSource:
             raise UnreadableImage(f"{type(error).__name__}: {error}") from None
 
     def read(self, index: int) -> Image.Image:
-        return decode_rgb(self.read_bytes(index))
+        return decode_rgb(self.read_bytes(index), min_side=self.decode_side)
 
 
 class FolderFiles:
@@ -118,7 +124,7 @@ def _open_files(cfg: DataConfig, split: str) -> FileSource:
             f"split {split!r} not found in {cfg.path}; it has {', '.join(layouts)}. Use a root with train/ and "
             "test/ (or val/) folders to evaluate on held-out images."
         )
-    return FileSource(layouts[split], read_bytes, f"{cfg.path} ({split})")
+    return FileSource(layouts[split], read_bytes, f"{cfg.path} ({split})", DECODE_SIDE_FACTOR * cfg.image_size)
 
 
 def _files_splits(cfg: DataConfig) -> list[str]:
