@@ -232,6 +232,18 @@ def test_a_huge_jpeg_is_decoded_scaled_down_while_decoding_not_refused(huge_jpeg
     assert np.array_equal(np.asarray(decode_rgb(small, min_side=128)), np.asarray(decode_rgb(small)))  # < 2x: as is
 
 
+def test_the_memory_estimate_counts_a_huge_jpeg_at_the_size_it_is_decoded_to(tmp_path, huge_jpeg):
+    from mocokit.data.memory import estimate_decoded_bytes
+    from mocokit.data.sources import open_source
+
+    root = tmp_path / "data"
+    write_image(root / "small.png", (32, 32))
+    (root / "huge.jpg").write_bytes(huge_jpeg)
+    source = open_source(cfg_for(root), "train")
+    decoded = sum(np.asarray(source.read(i)).nbytes for i in range(len(source)))
+    assert estimate_decoded_bytes(source) == decoded == (1250 * 1250 + 32 * 32) * 3  # not 300 MB at full size
+
+
 @pytest.mark.parametrize("in_memory", [False, True])
 def test_a_folder_with_a_huge_jpeg_trains_and_a_huge_png_is_skipped_in_one_line(tmp_path, huge_jpeg, in_memory):
     root = tmp_path / "data"

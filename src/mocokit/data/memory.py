@@ -26,7 +26,8 @@ _SAMPLE = 64  # images whose headers are read to estimate the decoded size
 
 
 def estimate_decoded_bytes(source: FileSource) -> int:
-    """Estimated bytes of all images decoded to uint8 RGB, from the headers of up to 64 evenly spaced images."""
+    """Estimated bytes of all images decoded to uint8 RGB, from the headers of up to 64 evenly spaced images (at the
+    size they are decoded to: large JPEGs scaled down while decoding, see `decode_rgb`)."""
     n = len(source)
     picks = np.unique(np.linspace(0, n - 1, num=min(n, _SAMPLE)).astype(int))
     pixels = []
@@ -35,6 +36,9 @@ def estimate_decoded_bytes(source: FileSource) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # PIL's decompression-bomb warning: decoding refuses those, by name
                 with Image.open(io.BytesIO(source.read_bytes(int(index)))) as image:  # header only
+                    side = source.decode_side
+                    if side is not None and min(image.size) >= 2 * side:
+                        image.draft(image.mode, (side, side))  # a large JPEG is decoded scaled down (decode_rgb)
                     pixels.append(image.width * image.height)
         except Exception:  # unreadable, or a decompression bomb PIL refuses to open: counted when decoding for real
             continue
