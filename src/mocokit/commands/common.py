@@ -31,7 +31,8 @@ def add_run_arguments(parser: argparse.ArgumentParser,
     (argparse fills it at RUN and then refuses later ones, bpo-14191), so the overrides take the rest of the line
     and `late_options(args)` parses the options out of them."""
     parser.add_argument("run", help="a run folder (evaluates its newest intact checkpoint: checkpoints/last.pt, "
-                        "else previous.pt, as resume=auto) or a checkpoint file")
+                        "else previous.pt, as resume=auto), RUN@best (the checkpoint the label-free score ranks "
+                        "best: checkpoints/best.pt) or a checkpoint file")
     overrides = parser.add_argument(
         "overrides", nargs=argparse.REMAINDER, metavar="key=value",
         help="the run's config (data.path=..., data.label_fraction=0.1, train.device=cpu) or the evaluation's "

@@ -59,7 +59,13 @@ from mocokit.training.lock import RunLock
 from mocokit.training.optim import build_optimizer, scaled_learning_rate
 from mocokit.training.process import configure_process, recorded_warnings
 from mocokit.training.run_config import Config, config_to_yaml
-from mocokit.training.rundir import checkpoint_dir, epoch_copy_name, load_resume_checkpoint, resolve_run_dir
+from mocokit.training.rundir import (
+    BEST,
+    checkpoint_dir,
+    epoch_copy_name,
+    load_resume_checkpoint,
+    resolve_run_dir,
+)
 from mocokit.training.runtime import autocast_factory, needs_grad_scaler, resolve_device, resolve_precision
 from mocokit.training.sampling import EpochSampler, SeededSamples
 from mocokit.training.schedules import learning_rate_at, momentum_at
@@ -164,6 +170,7 @@ class TrainingState:
     knn: KnnScore | None = None  # the last kNN measured (kept across resumes)
     started: float = field(default_factory=time.perf_counter)
     plan: BudgetPlan | None = None  # the time budget's plan, once fixed (kept across resumes)
+    best: dict | None = None  # {"epoch", "rank"}: the best label-free score so far, kept as checkpoints/best.pt
 
     def batch_in_epoch(self, steps_per_epoch: int) -> int:
         """Steps already done inside the current epoch (a resume from a mid-epoch checkpoint)."""
@@ -252,7 +259,7 @@ def restore_state(folder: RunFolder, parts: TrainingParts, steps_per_epoch: int)
             f"{steps_per_epoch}: resume with the same dataset and train.batch_size"
         )
     plan = BudgetPlan.from_record(saved.budget) if saved.budget else None
-    return TrainingState(saved.step, saved.epoch, saved.baseline, saved.knn, plan=plan)
+    return TrainingState(saved.step, saved.epoch, saved.baseline, saved.knn, plan=plan, best=saved.best)
 
 
 def build_monitor(cfg: Config, device: torch.device, autocast, say: Callable[[str], None]) -> KnnMonitor | None:
@@ -280,6 +287,15 @@ def build_monitor(cfg: Config, device: torch.device, autocast, say: Callable[[st
     say(f"kNN monitor: {monitor.sizes[0]} bank images, {monitor.sizes[1]} {query_split}, "
         f"k={cfg.monitor.knn_k}, τ={cfg.monitor.knn_temperature}")
     return monitor
+
+
+BEST_SCORE = "rank"  # the label-free score that picks checkpoints/best.pt: RankMe, higher is better (docs/own-data.md)
+
+
+def is_new_best(record: dict, best: dict | None) -> bool:
+    """Whether an epoch record's label-free score beats the best so far (a tie keeps the earlier epoch)."""
+    score = record.get(BEST_SCORE)
+    return score is not None and (best is None or score > best[BEST_SCORE])
 
 
 def check_same_model(saved: PretrainCheckpoint, cfg: Config, path: Path) -> None:
@@ -406,7 +422,7 @@ class Pretraining:
                 steps_per_epoch=self.data.steps_per_epoch, optimizer=parts.optimizer.state_dict(),
                 scaler=parts.scaler.state_dict() if parts.scaler is not None else {}, rng=capture_rng_state(),
                 baseline=state.baseline, knn=state.knn, budget=state.plan.to_record() if state.plan else None,
-                seconds_spent=self.account.total(),
+                seconds_spent=self.account.total(), best=state.best,
             )
             folder = checkpoint_dir(self.folder.path)
             save_checkpoint(folder / LAST, previous=folder / PREVIOUS, payload=record.to_payload())
@@ -599,13 +615,20 @@ class Pretraining:
             with self.account.spending("evaluations") as span:
                 record.update(self.health.measure(self.parts.model, warn=self.log.say))  # rank, alignment, ...
             self._observe("health", span.seconds)
+        new_best = is_new_best(record, state.best)
+        if new_best:
+            state.best = {"epoch": state.epochs_done, "rank": record[BEST_SCORE]}
+            record["best"] = True
         self.log(record)
         self.log.say(f"epoch {state.epochs_done}/{self._epochs_text()}: loss {record['loss']:.4f}, inst-disc acc "
                      f"{record['accuracy']:.3f}, {result.seconds:.0f}s"
                      + (f", kNN top-1 {knn.top1:.4f}" if knn else ""))
         self.save(state.steps_done, state.epochs_done)
+        folder = checkpoint_dir(self.folder.path)
+        if self.main and new_best:
+            with self.account.spending("checkpoints"):
+                keep_copy(folder / LAST, folder / BEST)
         if self.main and cfg.run.keep_every_epochs and state.epochs_done % cfg.run.keep_every_epochs == 0:
-            folder = checkpoint_dir(self.folder.path)
             with self.account.spending("checkpoints"):
                 keep_copy(folder / LAST, folder / epoch_copy_name(state.epochs_done))
 

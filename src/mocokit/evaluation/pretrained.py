@@ -16,7 +16,7 @@ from mocokit.errors import ConfigError
 from mocokit.models import MoCo, build_model
 from mocokit.training.checkpoint import LAST, CheckpointError, PretrainCheckpoint, load_checkpoint
 from mocokit.training.run_config import Config
-from mocokit.training.rundir import checkpoint_dir, newest_intact_checkpoint
+from mocokit.training.rundir import best_checkpoint, checkpoint_dir, newest_intact_checkpoint
 
 
 @dataclass
@@ -35,8 +35,9 @@ def read_run_checkpoint(run_or_checkpoint: str | Path,
                         say: Callable[[str], None] = print) -> tuple[Path, dict[str, Any]]:
     """The checkpoint an evaluation reads, and its payload. A run folder: its newest intact checkpoint, as
     resume=auto finds it (last.pt, else previous.pt, else the epoch copies), saying which file is used when
-    last.pt is damaged; a checkpoint file: that file. CheckpointError saying what is wrong and what to do."""
-    path = Path(run_or_checkpoint)
+    last.pt is damaged; `RUN@best`: the run's best.pt (the best label-free score); a checkpoint file: that file.
+    CheckpointError saying what is wrong and what to do."""
+    path = best_checkpoint(run_or_checkpoint) or Path(run_or_checkpoint)
     if path.is_dir():
         used, payload, skipped = newest_intact_checkpoint(path)
         if used is None and not skipped:

@@ -32,6 +32,8 @@ class RunSummary:
     seconds_spent: dict[str, float] | None = None  # wall time per category (setup, baselines, training, ...)
     budget: dict[str, Any] | None = None  # the time budget's plan (train.time_budget), when the run had one
     initial_weights: str | None = None  # model.init as given (its "init" record); None: a random initialisation
+    best_epoch: int | None = None  # the epoch the label-free score ranked best (checkpoints/best.pt, RUN@best)
+    best_rank: float | None = None  # its score: the effective rank of the features
 
     @property
     def knn_gain(self) -> float | None:
@@ -84,7 +86,10 @@ def summarize(metrics: Metrics) -> RunSummary:
     nonfinite = [int(step) for r in steps if (loss := _number(r.get("loss"))) is not None
                  and not math.isfinite(loss) and (step := _finite(r.get("step"))) is not None]
 
+    best = next((r for r in reversed(epochs) if r.get("best") is True), {})  # the latest new best is the best
     return RunSummary(
+        best_epoch=int(best["epoch"]) if _finite(best.get("epoch")) is not None else None,
+        best_rank=_finite(best.get("rank")),
         last_loss=_number(last.get("loss")),
         last_accuracy=_number(last.get("accuracy")),
         knn_top1=knn_top1,

@@ -16,6 +16,10 @@ from typing import Any
 from mocokit.training.checkpoint import LAST, PREVIOUS, CheckpointError, load_checkpoint
 
 CHECKPOINTS = "checkpoints"
+# The checkpoint of the epoch that the label-free score (the features' effective rank) ranks best so far, written by
+# pretraining beside last.pt; `RUN@best` names it wherever a run is evaluated or exported. Never resumed from.
+BEST = "best.pt"
+BEST_SUFFIX = "@best"
 _EPOCH_COPY = re.compile(r"epoch_(\d+)\.pt")
 
 
@@ -32,6 +36,21 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 def epoch_copy_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.pt"
+
+
+def best_checkpoint(run: str | Path) -> Path | None:
+    """For `RUN@best`, RUN's best.pt (CheckpointError when the run has none); None for any other argument."""
+    text = str(run)
+    if not text.endswith(BEST_SUFFIX):
+        return None
+    run_dir = Path(text[: -len(BEST_SUFFIX)])
+    best = checkpoint_dir(run_dir) / BEST
+    if not best.is_file():
+        why = "is not a run folder" if not run_dir.is_dir() else \
+            f"has no {CHECKPOINTS}/{BEST}: no epoch has ended with the label-free health measured " \
+            "(monitor.health_images=0 turns it off)"
+        raise CheckpointError(f"{run_dir} {why}; give the run folder alone to use its newest checkpoint")
+    return best
 
 
 def checkpoint_candidates(run_dir: Path) -> list[Path]:
