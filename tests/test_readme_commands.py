@@ -33,16 +33,22 @@ SKIPPED = {
     ".venv/bin/python": "a benchmark (not a command of mocokit), timed, run on demand",
 }
 # sizes, appended to a command as the README's `key=value` overrides: the rest of each line is run as written
-SIZES = {"pretrain": ["train.epochs=1", "train.batch_size=16"]}
-# command -> the files (relative to the folder the commands run in) it promises; every command met must be here
-PROMISED = {
-    "pretrain": ["runs/demo/checkpoints/last.pt", "runs/demo/config.yaml", "runs/demo/report.html"],
-    "knn": ["runs/demo/eval/knn.json"],
-    "linear": ["runs/demo/eval/linear-fast.json"],
-    "transfer": ["runs/demo/eval/transfer.json"],
-    "export": ["demo-resnet18.safetensors"],
-    "embed": ["demo.npz", "demo-tsne.png"],
-}
+# (train.time_budget=null: a budgeted line runs one epoch here instead of its budget)
+SIZES = {"pretrain": ["train.epochs=1", "train.batch_size=16", "train.time_budget=null"]}
+
+
+def promised(argv: list[str]) -> list[str]:
+    """The files (relative to the folder the commands run in) a README line promises; every command met is here."""
+    command, options = argv[1], dict(zip(argv, argv[1:]))
+    if command == "pretrain":  # its run.dir, else the demo preset's
+        run = next((a.split("=", 1)[1] for a in argv if a.startswith("run.dir=")), "runs/demo")
+        return [f"{run}/checkpoints/last.pt", f"{run}/config.yaml", f"{run}/report.html"]
+    run = argv[2].removesuffix("@best")
+    written = {"knn": [f"{run}/eval/knn.json"], "linear": [f"{run}/eval/linear-fast.json"],
+               "transfer": [f"{run}/eval/transfer.json"], "export": [options.get("--out")],
+               "embed": [options.get("--out"), options.get("--plot")]}
+    assert command in written, f"a new README command {command!r}: say here what it writes"
+    return [name for name in written[command] if name]
 
 
 def readme_blocks(language: str) -> list[str]:
@@ -129,13 +135,15 @@ def test_the_mocokit_script_is_the_cli_main_these_tests_call():
 
 def test_the_readme_commands_are_found_and_only_documented_means_are_substituted():
     commands = mocokit_commands()
-    assert [argv[1] for argv in commands] == ["pretrain", "knn", "linear", "transfer", "export", "embed"]
-    assert set(PROMISED) >= {argv[1] for argv in commands}, "a new README command: say what it writes in PROMISED"
+    assert [argv[1] for argv in commands] == ["pretrain", "export", "pretrain", "knn", "linear", "transfer", "export",
+                                              "embed"]
+    assert all(promised(argv) for argv in commands)
     readme = README.read_text()
     assert "data.path=" in readme and "key=value" in readme  # the two means the substitution relies on
-    pretrain = substituted(commands[0], Path("/tiny"))
-    assert pretrain == ["pretrain", "demo", "data.path=/tiny", "train.epochs=1", "train.batch_size=16"]
-    assert substituted(commands[1], Path("/tiny")) == commands[1][1:]  # the others: exactly as written
+    pretrain = substituted(commands[2], Path("/tiny"))
+    assert pretrain == ["pretrain", "demo", "data.path=/tiny", "train.epochs=1", "train.batch_size=16",
+                        "train.time_budget=null"]
+    assert substituted(commands[3], Path("/tiny")) == commands[3][1:]  # the others: exactly as written
 
 
 def test_every_readme_command_runs_as_written_and_writes_what_it_promises(readme_folder):
@@ -143,9 +151,9 @@ def test_every_readme_command_runs_as_written_and_writes_what_it_promises(readme
     assert len(results) == len(mocokit_commands())
     for line, (status, output) in results.items():
         assert status == 0, f"`{line}` exited {status}:\n{output[-3000:]}"
-        command = shlex.split(line)[1]
-        for name in PROMISED[command]:
+        for name in promised(shlex.split(line)):
             assert (folder / name).is_file() and (folder / name).stat().st_size > 0, f"`{line}` did not write {name}"
+    assert (folder / "runs/mine/checkpoints/best.pt").is_file()  # what `export runs/mine@best` read
     knn = (folder / "runs/demo/eval/knn.json").read_text()
     assert '"random_init_top1"' in knn and '"pixel_top1"' in knn  # --random-init and --pixel-baseline as written
     embedded = np.load(folder / "demo.npz")
