@@ -148,3 +148,19 @@ def test_the_health_plot_is_drawn_only_when_measured_and_the_report_shows_it(tmp
     page = write_report(run).read_text()
     assert "No health metrics measured yet" not in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) == len(drawn)
+
+
+def test_the_knn_baseline_is_named_after_the_weights_it_was_measured_on(epoch_record):
+    from mocokit.reporting.plots import knn_figure
+
+    run = {"baseline": [{"kind": "baseline", "step": 0, "knn_top1": 0.2, "knn_top5": 0.5}],
+           "epoch": [epoch_record(epoch, 0.3 + 0.1 * epoch) for epoch in (1, 2)]}
+    init = {"kind": "init", "step": 0, "given": "moco-v2-800ep-r50", "path": "/cache/moco_v2.pth.tar"}
+    for metrics, start in ((run, "random init"), ({**run, "init": [init]}, "the initial weights")):
+        ax = knn_figure(metrics).axes[0]
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert f"top-1 at {start} (20.0%)" in labels, labels
+        assert ax.get_title().endswith(f"+30.0 pts over {start})"), ax.get_title()
+        other = "the initial weights" if start == "random init" else "random init"
+        assert other not in ax.get_title() and not any(other in label for label in labels)
+    assert knn_figure({"epoch": [epoch_record(1, None)]}) is None  # no epoch measured kNN

@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from mocokit.reporting.metrics import METRICS_FILE, Metrics, read_metrics
 from mocokit.reporting.spikes import find_dips, find_spikes
+from mocokit.reporting.summary import baseline_start, given_init
 
 PLOTS_DIR = "plots"
 DPI = 110
@@ -188,16 +189,17 @@ def plot_lr_momentum(metrics: Metrics, figure_path: Path) -> bool:
     return True
 
 
-def plot_knn(metrics: Metrics, figure_path: Path) -> bool:
-    """knn.png: kNN top-1 (and top-5) per epoch, the random-initialisation baseline as a dashed line when
-    logged, and dips (`find_dips`) circled. Returns False when no epoch measured kNN."""
+def knn_figure(metrics: Metrics) -> Figure | None:
+    """The figure of `plot_knn`, or None when no epoch measured kNN. The baseline line is named after what it was
+    measured on: "random init", or "the initial weights" for a run started from model.init (its "init" record), as
+    in the report's tables."""
     epochs = metrics.get("epoch", [])
     xs, top1 = _column(epochs, "knn_top1", x="epoch")
     _, top5 = _column(epochs, "knn_top5", x="epoch")
     measured = [(x, t1, t5) for x, t1, t5 in zip(xs, top1, top5, strict=True)
                 if t1 is not None and math.isfinite(t1)]
     if not measured:
-        return False
+        return None
     xs, top1, top5 = (list(column) for column in zip(*measured, strict=True))
     figure, (ax,) = _new_figure(1, row_height=4.4)
     ax.plot(xs, _drawable(top1, scale=100), color="C0", marker="o", markersize=4, linewidth=2, label="top-1")
@@ -206,11 +208,12 @@ def plot_knn(metrics: Metrics, figure_path: Path) -> bool:
                 label="top-5")
     baselines = metrics.get("baseline", [])
     baseline = _number(baselines[-1].get("knn_top1")) if baselines else math.nan
+    start = baseline_start(given_init(metrics))
     title = f"kNN accuracy (last top-1 {top1[-1]:.1%}"
     if math.isfinite(baseline):
         ax.axhline(baseline * 100, color="0.4", linestyle="--", linewidth=1.5,
-                   label=f"top-1 at random init ({baseline:.1%})")
-        title += f", {(top1[-1] - baseline) * 100:+.1f} pts over random init"
+                   label=f"top-1 at {start} ({baseline:.1%})")
+        title += f", {(top1[-1] - baseline) * 100:+.1f} pts over {start}"
     dips = find_dips(top1, window=DIP_WINDOW, factor=DIP_FACTOR)
     if dips:
         ax.scatter([xs[i] for i in dips], [top1[i] * 100 for i in dips], s=140, facecolors="none",
@@ -218,9 +221,18 @@ def plot_knn(metrics: Metrics, figure_path: Path) -> bool:
                    label=f"dip (< median of last {DIP_WINDOW} / {DIP_FACTOR:g})")
     ax.yaxis.set_major_formatter(PercentFormatter())
     ax.set(title=title + ")", xlabel="epoch", ylabel="accuracy on the test split")
-    ax.set_xlim(0, max(xs) + 0.5)  # from epoch 0, where the random-initialisation baseline was measured
+    ax.set_xlim(0, max(xs) + 0.5)  # from epoch 0, where the baseline was measured
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="best")
+    return figure
+
+
+def plot_knn(metrics: Metrics, figure_path: Path) -> bool:
+    """knn.png: kNN top-1 (and top-5) per epoch, the baseline measured before the first step as a dashed line when
+    logged, and dips (`find_dips`) circled. Returns False when no epoch measured kNN."""
+    figure = knn_figure(metrics)
+    if figure is None:
+        return False
     figure.savefig(figure_path)
     return True
 

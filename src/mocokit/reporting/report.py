@@ -17,7 +17,7 @@ import yaml
 
 from mocokit.reporting.metrics import METRICS_FILE, Metrics, read_metrics
 from mocokit.reporting.plots import PLOTS_DIR, draw_plots
-from mocokit.reporting.summary import RunSummary, summarize
+from mocokit.reporting.summary import RunSummary, baseline_start, summarize
 
 REPORT_FILE = "report.html"
 CONFIG_FILE = "config.yaml"
@@ -114,7 +114,7 @@ def _final_numbers(summary: RunSummary) -> list[tuple[str, str]]:
         at = f" (epoch {summary.knn_epoch})" if summary.knn_epoch is not None else ""
         rows += [(f"kNN top-1{at}", _percent(summary.knn_top1)),
                  (f"kNN top-5{at}", _percent(summary.knn_top5))]
-    start = "random init" if summary.initial_weights is None else "the initial weights"  # model.init
+    start = baseline_start(summary.initial_weights)
     if summary.baseline_top1 is not None:
         rows += [(f"kNN top-1 at {start}", _percent(summary.baseline_top1))]
         if summary.baseline_top5 is not None:

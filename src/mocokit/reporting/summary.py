@@ -10,6 +10,16 @@ from typing import Any
 from mocokit.reporting.metrics import Metrics
 
 
+def given_init(metrics: Metrics) -> str | None:
+    """model.init as given, from the run's "init" record; None for a run that started from a random initialisation."""
+    return next((str(r.get("given")) for r in metrics.get("init", [])), None)
+
+
+def baseline_start(initial_weights: str | None) -> str:
+    """What the kNN baseline was measured on, in words: "random init", or "the initial weights" (model.init)."""
+    return "random init" if initial_weights is None else "the initial weights"
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """Headline numbers; None where the run has not produced them yet. Accuracies are fractions in [0, 1]."""
@@ -19,7 +29,7 @@ class RunSummary:
     knn_top1: float | None  # the final record's kNN, else the last epoch that measured one
     knn_top5: float | None
     knn_epoch: int | None  # the epoch knn_top1 was measured at
-    baseline_top1: float | None  # kNN of the randomly initialised network
+    baseline_top1: float | None  # kNN before the first step: of the random initialisation, or of model.init's weights
     baseline_top5: float | None
     epochs: int  # completed epochs
     steps: int  # highest global step logged
@@ -99,7 +109,7 @@ def summarize(metrics: Metrics) -> RunSummary:
         baseline_top5=_finite(baseline.get("knn_top5")),
         pixel_top1=_finite(pixels.get("pixel_top1", final.get("pixel_top1"))),
         pixel_top5=_finite(pixels.get("pixel_top5")),
-        initial_weights=next((str(r.get("given")) for r in metrics.get("init", [])), None),
+        initial_weights=given_init(metrics),
         epochs=int(max(completed, default=0)),
         steps=int(max(logged_steps, default=0)),
         minutes=minutes,
