@@ -89,7 +89,9 @@ class HealthMonitor:
         return {**record, "health_seconds": time.perf_counter() - started}
 
     def _views(self, views: Any, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.batch_augment is not None:  # uint8 B×3×R×R, augmented on the device
+        # batched backend: uint8 B×C×R×R items (data/datasets.py BatchItem): C = 4 where a fourth channel marks each
+        # image's extent in its square (non-square images), C = 3 for datasets known square. Augmented on the device.
+        if self.batch_augment is not None:
             view1, view2 = self.batch_augment(views.to(self.device), generator=generator)
         else:
             view1, view2 = (v.to(self.device) for v in views)

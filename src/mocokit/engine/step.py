@@ -65,7 +65,9 @@ class StepRunner:
         return self.moco.needs_indices
 
     def views(self, batch_views: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.batch_augment is not None:  # uint8 N×3×H×W, augmented on the device
+        # batched backend: uint8 N×C×R×R items (data/datasets.py BatchItem): C = 4 where a fourth channel marks each
+        # image's extent in its square (non-square images), C = 3 for datasets known square. Augmented on the device.
+        if self.batch_augment is not None:
             view1, view2 = self.batch_augment(batch_views.to(self.device, non_blocking=True))
         else:
             view1, view2 = (v.to(self.device, non_blocking=True) for v in batch_views)
