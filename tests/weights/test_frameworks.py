@@ -140,7 +140,11 @@ def test_solo_learn_moco_v2plus_queues_are_said_not_used(tmp_path):
     torch.save({"state_dict": model.state_dict()}, tmp_path / "mocov2plus.ckpt")
     result = import_weights(tmp_path / "mocov2plus.ckpt", tmp_path / "v2plus.pt")
     assert (result.config.model.version, result.config.model.hidden_dim) == ("v2", 256)
-    assert any("two queues" in note for note in result.report.notes)
+    (note,) = [note for note in result.report.notes if "two queues" in note and "'queue'" in note]
+    assert "`mocokit import` writes random unit keys" in note and "model.init fills its queue" in note
     mine = load_pretrained(tmp_path / "v2plus.pt", say=lambda _m: None).model
+    keys = mine.queue.keys  # as the note says: a fresh model's queue of random unit keys, not solo-learn's queues
+    torch.testing.assert_close(keys.norm(dim=1), torch.ones(keys.shape[0]))
+    assert not any(torch.equal(keys[:64].t(), queue) for queue in model.queue)
     features = model.backbone.eval()(IMAGES)
     torch.testing.assert_close(mine.encoder(IMAGES), model.projector(features), rtol=0, atol=0)

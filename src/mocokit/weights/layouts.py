@@ -30,7 +30,10 @@ prefixes:
   `backbone.*` (a torchvision ResNet with fc = Identity, or a timm ViT) -> `encoder.backbone.*`; `projector.N.*` ->
   `encoder.head.N.*`; `momentum_backbone.*`, `momentum_projector.N.*` -> the momentum encoder's; `predictor.N.*` (v3)
   as is; not used: the online linear classifiers (`classifier.*`, `momentum_classifier.*`) and v2+'s two queues
-  (`queue` 2×C×K, one per view of its symmetric loss; mocokit's single queue starts as random unit keys).
+  (`queue` 2×C×K, one per view of its symmetric loss). mocokit's single queue is then what a fresh model has: the
+  checkpoint `mocokit import` writes holds K random unit keys (models/queue.py), and a run started from these
+  weights (`model.init`) fills its queue with keys of its own training images before the first step
+  (engine/dictionary_fill.py), as it does for every layout.
 - mocokit: MoCo names already.
 """
 
@@ -224,7 +227,8 @@ def _solo_learn(name: str, weights: ForeignWeights) -> str | None:
         weights.ignored.append(f"{name!r} (solo-learn's online linear classifier)")
         return None
     if name in ("queue", "queue_ptr"):
-        weights.ignored.append(f"{name!r} (solo-learn's two queues, one per view; the queue starts as random keys)")
+        weights.ignored.append(f"{name!r} (solo-learn's two queues, one per view; `mocokit import` writes random unit "
+                               "keys, a run from model.init fills its queue from its own training images)")
         return None
     return _moved(name, _SOLO_LEARN) or ""
 
