@@ -11,7 +11,7 @@ from mocokit.models.shuffle_bn import SplitBatchNorm2d
 
 # Small inputs per preset family: ResNets at 64 px (groups of 2 for 8 BN splits), ViTs at 32 px with 16 px patches.
 SMALL = {
-    "imagenet": (["model.image_size=32"], 16, 64),
+    "imagenet": (["model.image_size=32", "data.image_size=32"], 16, 64),
     "cifar10": ([], 16, 32),
 }
 

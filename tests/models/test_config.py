@@ -37,8 +37,8 @@ def test_a_vit_without_model_image_size_is_built_for_the_data_crops(side):
 
 
 def test_a_set_model_image_size_is_kept_and_the_resolved_config_round_trips():
-    cfg = load_config("v3-vit-cifar10", ["model.image_size=64", "model.patch_size=8"])
-    assert (cfg.model.image_size, cfg.data.image_size) == (64, 32)
+    cfg = load_config("v3-vit-cifar10", ["model.image_size=64", "model.patch_size=8", "data.image_size=64"])
+    assert (cfg.model.image_size, cfg.data.image_size) == (64, 64)
     again = load_config("demo", ["data.image_size=48"])
     assert again.model.image_size == 48
     # config.yaml of a run holds the side used: loading it gives the same config, whatever data.image_size does later
@@ -48,6 +48,27 @@ def test_a_set_model_image_size_is_kept_and_the_resolved_config_round_trips():
 def test_a_data_side_that_is_no_multiple_of_the_patch_is_refused_naming_data_image_size():
     with pytest.raises(ConfigError, match=r"data.image_size \(30\).*multiple of model.patch_size \(8\)"):
         load_config("v3-vit-cifar10", [*TINY_VIT, "data.image_size=30"])
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.image_size=64"],  # a ViT preset (model.image_size: 32) set to another side than its crops
+    ["data.image_size=64"],  # the crops changed, the preset's model.image_size left at 32
+])
+def test_a_vit_set_to_another_side_than_its_crops_is_refused_at_load_naming_both_keys(overrides):
+    model, data = (64, 32) if overrides[0].startswith("model.") else (32, 64)
+    with pytest.raises(ConfigError, match=rf"model.image_size \({model}\) differs from data.image_size \({data}\).*"
+                                          r"model.image_size=null.*dynamic_img_size") as refused:
+        load_config("v3-vit-cifar10", [*TINY_VIT[1:], *overrides])
+    assert "\n" not in str(refused.value)
+
+
+def test_a_side_mismatch_is_kept_where_it_runs_a_resnet_or_a_vit_with_dynamic_img_size():
+    assert load_config("demo", ["model.image_size=224"]).model.image_size == 224  # a ResNet ignores it
+    cfg = load_config("v3-vit-cifar10", [*TINY_VIT[1:], "model.image_size=16",
+                                         "model.backbone_args={depth: 1, dynamic_img_size: true}"])
+    assert (cfg.model.image_size, cfg.data.image_size) == (16, 32)
+    backbone = build_model(cfg).backbone  # position embedding of a 2×2 grid, interpolated for the 4×4 of 32 px crops
+    assert backbone(torch.randn(2, 3, 32, 32)).shape == (2, backbone.num_features)
 
 
 def test_a_vit_model_config_alone_needs_its_side():

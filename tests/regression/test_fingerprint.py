@@ -34,8 +34,8 @@ STEPS = 5
 BATCH = 16
 DATASET_SIZE = 40  # the memory bank's rows; indices of the fixed batches cycle through them
 SMALL_RESNET = ["model.width=0.125", "model.hidden_dim=64", "model.dim=32", "model.queue_size=24"]
-SMALL_VIT = ["model.image_size=16", "model.patch_size=8", "model.backbone_args={depth: 2}", "model.hidden_dim=64",
-             "model.dim=32"]
+SMALL_VIT = ["model.image_size=16", "data.image_size=16", "model.patch_size=8", "model.backbone_args={depth: 2}",
+             "model.hidden_dim=64", "model.dim=32"]
 # model.mask_own_keys (added after the recording, on by default) off: the recorded algorithm
 SHORT = ["optim.warmup_epochs=1", "train.batch_size=16", "model.mask_own_keys=false"]
 ADDED_STATE = ("queue.ids",)  # state added after the recording (the queue's key identities)

@@ -98,6 +98,7 @@ def test_official_v3_vit_gives_the_same_features_and_projector(tmp_path):
     cfg = result.config.model
     assert (cfg.version, cfg.backbone, cfg.backbone_args, cfg.image_size, cfg.patch_size, cfg.projector_layers) == (
         "v3", "vit_tiny", {"depth": 1}, 32, 8, 3)
+    assert result.config.data.image_size == 32  # the evaluation commands feed it its own side, not the preset's 224
     model = load_pretrained(tmp_path / "vit.pt", say=lambda _m: None).model
     x = torch.randn(2, 3, 32, 32)
     vit = official.base_encoder.eval()

@@ -1,9 +1,9 @@
 """`import_weights`: a foreign weights file (the official MoCo code's, torchvision's, timm's) as a mocokit
 checkpoint, which every evaluation command, `export` and `model.init` read like a pretraining run's.
 
-The model is the one the file describes (`infer_model_settings`: backbone, version, head sizes, queue size, on the
-preset of that version) or the config given; the tensors go in strictly (`load_weights`). The checkpoint is a
-`PretrainCheckpoint` at step 0 with no optimiser state (a new run builds its own), and carries `imported_from`:
+The model is the one the file describes (`infer_model_settings`: backbone, version, head sizes, queue size, a ViT's
+side, on the preset of that version) or the config given; the tensors go in strictly (`load_weights`). The checkpoint
+is a `PretrainCheckpoint` at step 0 with no optimiser state (a new run builds its own), and carries `imported_from`:
 the source file, its SHA-256, its layout and what of it was not used.
 """
 

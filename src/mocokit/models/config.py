@@ -27,7 +27,8 @@ class ModelConfig:
     backbone_args: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for timm backbones
     cifar_stem: bool = False  # ResNet: 3x3 stride-1 first conv and no max-pool, for 32-96 px images
     width: float = 1.0  # ResNet channel multiplier (0.25 -> 16-32-64-128 channels for ResNet-18)
-    # resolved when a run's config is loaded, so config.yaml holds the side used; ResNets and timm models ignore it
+    # resolved when a run's config is loaded, so config.yaml holds the side used; ResNets and timm models ignore it.
+    # A ViT's must equal data.image_size (checked at load) unless backbone_args has dynamic_img_size: true
     image_size: int | None = None  # ViT: input side in pixels (patch grid, position embedding); null: data.image_size
     patch_size: int = 16  # ViT: patch side in pixels (4 for 32 px images)
     freeze_patch_embed: bool = False  # v3 ViT stability trick: keep the random patch projection frozen
@@ -136,8 +137,16 @@ class ModelConfig:
                                  f"`python -c \"import timm; print(timm.list_models('*resnet*'))\"` lists names")
 
     def with_image_size(self, data_image_size: int) -> ModelConfig:
-        """This config with a null image_size resolved to the data's crop side; itself when image_size is set."""
+        """This config with a null image_size resolved to the data's crop side; itself when image_size is set.
+        ValueError for a ViT set to another side than the data's crops: its patch embedding accepts only its own side
+        (timm asserts it at the first forward), unless backbone_args has dynamic_img_size (positions interpolated)."""
         if self.image_size is not None:
+            if (self.is_vit and self.image_size != data_image_size
+                    and not self.backbone_args.get("dynamic_img_size")):
+                raise ValueError(
+                    f"model.image_size ({self.image_size}) differs from data.image_size ({data_image_size}), the "
+                    f"side of the crops the ViT is fed: set model.image_size=null to follow data.image_size, set both "
+                    f"to one side, or pass model.backbone_args={{dynamic_img_size: true}} to interpolate the positions")
             return self
         if self.is_vit and data_image_size % self.patch_size:
             raise ValueError(f"data.image_size ({data_image_size}), the ViT's input side (model.image_size: null), "

@@ -20,9 +20,10 @@ PRESETS = {("v1", False): "v1-imagenet", ("v2", False): "v2-imagenet", ("v3", Fa
 
 
 def infer_model_settings(weights: ForeignWeights) -> tuple[str, list[str]]:
-    """(preset name, `model.*=value` overrides) of the model these weights fit. A file with no heads (torchvision,
-    timm) gives MoCo v2 for a ResNet and v3 for a ViT, with heads of the preset's sizes (random). WeightsError when
-    the backbone is of no known shape (then pass --config)."""
+    """(preset name, `model.*=value` overrides) of the model these weights fit, and for a ViT `data.image_size`: the
+    side its position embedding was made for, the only side it takes. A file with no heads (torchvision, timm) gives
+    MoCo v2 for a ResNet and v3 for a ViT, with heads of the preset's sizes (random). WeightsError when the backbone
+    is of no known shape (then pass --config)."""
     backbone = {name[len("encoder.backbone."):]: t for name, t in weights.tensors.items()
                 if name.startswith("encoder.backbone.")}
     if "cls_token" in backbone:
@@ -76,7 +77,9 @@ def _vit(backbone: dict[str, torch.Tensor], weights: ForeignWeights) -> list[str
     depth = _count(backbone, r"blocks\.(\d+)\.")
     patch = backbone["patch_embed.proj.weight"].shape[-1]
     grid = round((backbone["pos_embed"].shape[1] - 1) ** 0.5)
-    overrides = [f"model.backbone={sizes[0]}", f"model.patch_size={patch}", f"model.image_size={grid * patch}"]
+    side = grid * patch  # the evaluation commands bring images to data.image_size: the ViT's own side
+    overrides = [f"model.backbone={sizes[0]}", f"model.patch_size={patch}", f"model.image_size={side}",
+                 f"data.image_size={side}"]
     if depth != VIT_SIZES[sizes[0]][1]:
         overrides.append(f"model.backbone_args={{depth: {depth}}}")
     # the number of attention heads is not in the weights: MoCo v3's (ViT-S: 12); another one via --config
