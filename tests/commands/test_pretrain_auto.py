@@ -24,9 +24,9 @@ def test_pretrain_auto_prints_its_choices_and_records_them(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "auto: data 48 images, median 30x40 px, 100% non-square, colour, unlabelled" in out
-    # 48 / 8 = 6 -> batch 4; K = max(48 / 8 -> 4, the 2 x 4 keys of a symmetric step) = 8; 90,000 / 48 epochs
+    # 48 / 8 = 6 -> batch 4; K = max(48 / 8 -> 4, the 2 x 4 keys of a symmetric step) = 8; 180,000 / 48 epochs
     for line in ("auto train.batch_size=4:", "auto model.queue_size=8:", "auto data.image_size=32:",
-                 "auto train.epochs=1875:"):
+                 "auto train.epochs=3750:"):
         assert line in out
     text = (run_dir / "config.yaml").read_text()
     saved = yaml.safe_load(text)

@@ -101,12 +101,19 @@ def test_small_datasets_get_a_batch_of_at_most_an_eighth_and_fewer_batchnorm_gro
 
 
 def test_image_size_follows_the_images_and_the_device():
-    assert derive(profile(5_000, side=96))["data.image_size"] == 96
-    assert derive(profile(5_000, side=96))["data.recipe"] == "v2-96"
-    assert derive(profile(5_000, side=50))["data.image_size"] == 64  # 50 x 1.5 = 75 >= 64
-    assert derive(profile(5_000, side=40))["data.image_size"] == 32
+    # on a CPU: ~150 images/s at 32 px on 2 cores, scaled by cores and (32 / side)^2; a side needs >= 500 steps of 128
+    # 20 minutes (the default) on 2 cores: 32 px 1,406 steps, 64 px 352, 96 px 156 -> 32 px
+    default = derive(profile(5_000, side=96))
+    assert default["data.image_size"] == 32 and default["data.recipe"] == "v2-small"
+    assert any("~156 steps of 128 at 96 px" in line for line in default["lines"])
+    two_hours = derive(profile(5_000, side=96), overrides=("train.time_budget=2h",))  # 96 px: 938 steps
+    assert (two_hours["data.image_size"], two_hours["data.recipe"]) == (96, "v2-96")
+    assert derive(profile(5_000, side=96), overrides=("train.time_budget=1h",))["data.image_size"] == 64  # 469 < 500
+    assert derive(profile(5_000, side=50), overrides=("train.time_budget=2h",))["data.image_size"] == 64  # 1.5 x 50
+    assert derive(profile(5_000, side=40), overrides=("train.time_budget=2h",))["data.image_size"] == 32
     big = profile(200_000, side=500, long_side=375 * 2)
-    assert derive(big)["data.image_size"] == 96  # a CPU stops at 96 px
+    sixteen_cores = MachineProfile("cpu", cpu_cores=16, gpu_memory_gb=0.0, processes=1)
+    assert derive(big, sixteen_cores)["data.image_size"] == 96  # 1,250 steps at 96 px; a CPU stops at 96 px
     on_gpu = derive(big, GPU)
     assert (on_gpu["data.image_size"], on_gpu["data.recipe"], on_gpu["model.cifar_stem"]) == (224, "v2", False)
     assert (on_gpu["model.backbone"], on_gpu["model.width"], on_gpu["train.batch_size"]) == ("resnet50", 1.0, 256)
@@ -164,6 +171,6 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_without_a_budget_the_length_is_a_number_of_images_seen():
-    assert derive(profile(10_000), overrides=("train.time_budget=null",))["train.epochs"] == 9  # 90,000 / 10,000
+    assert derive(profile(10_000), overrides=("train.time_budget=null",))["train.epochs"] == 18  # 180,000 / 10,000
     assert derive(profile(500_000), overrides=("train.time_budget=null",))["train.epochs"] == 1
     assert derive(profile(10_000))["train.epochs"] == 1000  # a budget: epochs are only the upper bound

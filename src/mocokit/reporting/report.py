@@ -127,7 +127,7 @@ def _final_numbers(summary: RunSummary) -> list[tuple[str, str]]:
         rows += [(f"kNN top-1 gain over {start}", f"{summary.knn_gain * 100:+.2f} pts")]
     if summary.best_epoch is not None:
         rows += [("Best label-free checkpoint (RUN@best)",
-                  f"epoch {summary.best_epoch}, effective rank {_float(summary.best_rank, 1)}")]
+                  f"epoch {summary.best_epoch}, uniformity {_float(summary.best_uniformity, 3)}")]
     throughput = summary.mean_images_per_s
     rows += [("Epochs completed", str(summary.epochs)), ("Steps", str(summary.steps)),
              ("Minutes", _float(summary.minutes, 1)),

@@ -43,7 +43,7 @@ class RunSummary:
     budget: dict[str, Any] | None = None  # the time budget's plan (train.time_budget), when the run had one
     initial_weights: str | None = None  # model.init as given (its "init" record); None: a random initialisation
     best_epoch: int | None = None  # the epoch the label-free score ranked best (checkpoints/best.pt, RUN@best)
-    best_rank: float | None = None  # its score: the effective rank of the features
+    best_uniformity: float | None = None  # its score: the uniformity of the embeddings (lower is better)
 
     @property
     def knn_gain(self) -> float | None:
@@ -99,7 +99,7 @@ def summarize(metrics: Metrics) -> RunSummary:
     best = next((r for r in reversed(epochs) if r.get("best") is True), {})  # the latest new best is the best
     return RunSummary(
         best_epoch=int(best["epoch"]) if _finite(best.get("epoch")) is not None else None,
-        best_rank=_finite(best.get("rank")),
+        best_uniformity=_finite(best.get("uniformity")),
         last_loss=_number(last.get("loss")),
         last_accuracy=_number(last.get("accuracy")),
         knn_top1=knn_top1,

@@ -37,7 +37,12 @@ SAMPLED_HEADERS = 256  # images whose headers are read for the size and colour-m
 # The crop sides that have an augmentation recipe (data/recipes.py): 32 (no blur), 64, 96 and 224 px.
 RECIPE_SIZES = (32, 64, 96, 224)
 CPU_MAX_SIZE = 96  # on a CPU a 224 px step costs (224/96)^2 = 5.4x a 96 px one: too slow to learn in hours
-CPU_IMAGES_SEEN = 90_000  # the demo recipe trains ~75 images/s on 2 cores (README): ~20 minutes
+# The quarter-width recipe at 32 px trains ~150 images/s on 2 quiet cores with batched augmentation (measured by
+# benchmarks/own_data.py: 255 steps of 128 in a 4-minute budget, evaluations included).
+CPU_IMAGES_PER_SECOND = 150
+CPU_DEFAULT_BUDGET = "20m"
+CPU_IMAGES_SEEN = CPU_IMAGES_PER_SECOND * 20 * 60  # a CPU run without a budget: ~20 minutes of images
+MIN_CPU_STEPS = 500  # the crop side on a CPU keeps at least this many steps of 128 in the run
 MIN_GROUP = 8  # images per BatchNorm group: fewer make its batch statistics too noisy to train with
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
@@ -188,12 +193,38 @@ def _pow2_floor(x: float) -> int:
 def _image_size(c: Resolved, data: DatasetProfile, machine: MachineProfile) -> tuple[int, str]:
     side = data.short_side
     fitting = [s for s in RECIPE_SIZES if s <= max(side * 1.5, RECIPE_SIZES[0])]  # upscale by at most 1.5x
-    size = fitting[-1]
-    if not machine.accelerator and size > CPU_MAX_SIZE:
-        return CPU_MAX_SIZE, (f"images of median short side {side} px, cropped at {CPU_MAX_SIZE} px on a CPU: a "
-                              f"224 px step costs {(224 / CPU_MAX_SIZE) ** 2:.1f}x a {CPU_MAX_SIZE} px one")
-    return size, (f"the largest crop side with a recipe ({', '.join(map(str, RECIPE_SIZES))} px) at most 1.5x "
-                  f"the images' median short side ({side} px)")
+    by_images = fitting[-1]
+    if machine.accelerator:
+        return by_images, (f"the largest crop side with a recipe ({', '.join(map(str, RECIPE_SIZES))} px) at most "
+                           f"1.5x the images' median short side ({side} px)")
+    # On a CPU the step's cost grows with the pixels: the side is the largest whose run still has MIN_CPU_STEPS
+    # steps of 128 images in the time there is (measured: 28 steps at 96 px learned nothing in 4 minutes where
+    # 240 steps at 32 px gained 5 points, benchmarks/own_data.json).
+    seconds = _cpu_seconds(c)
+    steps = {s: cpu_images_per_second(machine, s) * seconds / 128 for s in fitting}
+    size = max((s for s in fitting if s <= CPU_MAX_SIZE and steps[s] >= MIN_CPU_STEPS), default=RECIPE_SIZES[0])
+    if size == by_images:
+        return size, (f"images of median short side {side} px: {size} px crops, ~{steps[size]:,.0f} steps of 128 in "
+                      f"{seconds / 60:.0f} minutes on this CPU")
+    return size, (f"images of median short side {side} px, but on {machine.cpu_cores} CPU cores "
+                  f"{seconds / 60:.0f} minutes give ~{steps[by_images]:,.0f} steps of 128 at {by_images} px and "
+                  f"~{steps[size]:,.0f} at {size} px: {size} px crops, the largest side with at least "
+                  f"{MIN_CPU_STEPS} steps (a longer train.time_budget, or data.image_size={by_images}, for more "
+                  "detail)")
+
+
+def cpu_images_per_second(machine: MachineProfile, side: int) -> float:
+    """Training images per second of the quarter-width CPU recipe at `side` px: the rate measured at 32 px on 2
+    cores, scaled by the cores and by the pixels (the convolutions' cost)."""
+    return CPU_IMAGES_PER_SECOND * machine.cpu_cores / 2 * (32 / side) ** 2
+
+
+def _cpu_seconds(c: Resolved) -> float:
+    """The run's length on a CPU in seconds: its time budget, else the default budget's."""
+    from mocokit.training.config import parse_duration
+
+    budget = c["train.time_budget"]
+    return parse_duration(budget if budget and budget != AUTO else CPU_DEFAULT_BUDGET)
 
 
 def _recipe(c: Resolved, data: DatasetProfile, machine: MachineProfile) -> tuple[str, str]:
@@ -306,15 +337,15 @@ def _epochs(c: Resolved, data: DatasetProfile, machine: MachineProfile) -> tuple
                         "epochs of 50,000), between 100 and 800 epochs")
     epochs = max(round(CPU_IMAGES_SEEN / data.images), 1)
     return epochs, (f"about {CPU_IMAGES_SEEN:,} images seen ({epochs} epoch{'s' if epochs > 1 else ''} of "
-                    f"{data.images:,}): ~20 minutes of the quarter-width recipe on 2 CPU cores")
+                    f"{data.images:,}): ~20 minutes of the quarter-width recipe at 32 px on 2 CPU cores")
 
 
 def _time_budget(c: Resolved, data: DatasetProfile, machine: MachineProfile) -> tuple[str | None, str]:
     if machine.accelerator:
         return None, "none on a GPU: the run's length is train.epochs"
-    return "20m", ("20 minutes on a CPU: the scale at which the CPU recipe's kNN rises clearly above random init "
-                   "and raw pixels (docs/own-data.md); set train.time_budget=1h (or train.epochs=N and "
-                   "train.time_budget=null) to change it")
+    return CPU_DEFAULT_BUDGET, ("20 minutes on a CPU: the scale at which the CPU recipe's kNN rises clearly above "
+                                "random init and raw pixels (docs/own-data.md); set train.time_budget=1h (or "
+                                "train.epochs=N and train.time_budget=null) to change it")
 
 
 def _momentum(c: Resolved, data: DatasetProfile, machine: MachineProfile) -> tuple[float, str]:
@@ -338,6 +369,7 @@ def _num_workers(c: Resolved, data: DatasetProfile, machine: MachineProfile) -> 
 # In dependency order: a rule may read the keys of the rules above it.
 RULES: tuple[Rule, ...] = (
     Rule("model.version", _version),
+    Rule("train.time_budget", _time_budget),
     Rule("data.image_size", _image_size),
     Rule("data.recipe", _recipe),
     Rule("model.backbone", _backbone),
@@ -347,7 +379,6 @@ RULES: tuple[Rule, ...] = (
     Rule("model.bn_splits", _bn_splits),
     Rule("model.queue_size", _queue_size),
     Rule("optim.lr", _lr),
-    Rule("train.time_budget", _time_budget),
     Rule("train.epochs", _epochs),
     Rule("model.momentum", _momentum),
     Rule("data.num_workers", _num_workers),

@@ -81,7 +81,7 @@ class PretrainCheckpoint:
     knn: KnnScore | None = None  # the last kNN measured
     budget: dict[str, Any] | None = None  # the time budget's plan (training/budget.BudgetPlan.to_record()), if fixed
     seconds_spent: dict[str, float] = field(default_factory=dict)  # wall time per category so far (engine/budget.py)
-    # the epoch the label-free score ranked best so far and its score ({"epoch", "rank"}), kept as best.pt
+    # the epoch the label-free score ranked best so far and its score ({"epoch", "uniformity"}), kept as best.pt
     best: dict[str, Any] | None = None
 
     def to_payload(self) -> dict[str, Any]:

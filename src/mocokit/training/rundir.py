@@ -16,7 +16,7 @@ from typing import Any
 from mocokit.training.checkpoint import LAST, PREVIOUS, CheckpointError, load_checkpoint
 
 CHECKPOINTS = "checkpoints"
-# The checkpoint of the epoch that the label-free score (the features' effective rank) ranks best so far, written by
+# The checkpoint of the epoch that the label-free score (the embeddings' uniformity) ranks best so far, written by
 # pretraining beside last.pt; `RUN@best` names it wherever a run is evaluated or exported. Never resumed from.
 BEST = "best.pt"
 BEST_SUFFIX = "@best"
