@@ -27,6 +27,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -117,6 +118,7 @@ def pretrain(preset: str, dataset: dict, budget: str, run_dir: Path, extra: list
     if dataset["monitor"] is not None:
         overrides += [f"monitor.data.path={dataset['monitor']}", "data.labels=none"]
     command = [sys.executable, "-m", "mocokit", "pretrain", preset, *overrides, "--json"]
+    shutil.rmtree(run_dir, ignore_errors=True)  # an earlier measurement of the same run: measured again
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -201,32 +203,33 @@ def main() -> None:
     datasets = build_datasets(args.tiny)
     runs_dir = WORK / ("tiny-runs" if args.tiny else "runs")
     runs_dir.mkdir(parents=True, exist_ok=True)
-    results: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "budget": budget,
-                     "started": time.strftime("%Y-%m-%d %H:%M"), "datasets": {}}
-    all_runs = []
+    out = RESULT if not args.tiny else WORK / "own_data-tiny.json"
+    # results of earlier invocations are kept (a dataset rerun replaces only its own runs)
+    results: dict = json.loads(out.read_text()) if out.is_file() else {"datasets": {}}
+    results.update({"machine": f"{platform.machine()} {os.cpu_count()} cores", "budget": budget})
     for name in args.datasets:
         results["datasets"][name] = {}
         for preset in ("auto", "demo"):  # alternated per dataset: the same machine load for both
             run = pretrain(preset, datasets[name], budget, runs_dir / f"{name}-{preset}", [])
+            run["started"] = time.strftime("%Y-%m-%d %H:%M")
             results["datasets"][name][preset] = run
-            all_runs.append(run)
             print(f"{name:16s} {preset:5s} kNN {run['knn_top1']:.4f} (random init {run['random_init_top1']:.4f}, "
                   f"pixels {run['pixel_top1']:.4f}), {run['steps']} steps, {run['epochs']} epochs, "
                   f"health {100 * run['health_share']:.1f}% of {run['wall_seconds']:.0f} s", flush=True)
     if not args.skip_target:
         extra = ["monitor.knn_bank_size=10000", "monitor.knn_query_size=2000", "model.width=0.25"]
         run = pretrain("auto", datasets["cifar10k"], target_budget, runs_dir / "cifar10k-auto", extra)
-        all_runs.append(run)
         results["cifar10k"] = run
         results["knn_auto_18min_cifar10k"] = run["knn_top1"]
         results["knn_random_init_cifar10k"] = run["random_init_top1"]
         results["knn_pixels_cifar10k"] = run["pixel_top1"]
         print(f"cifar10k auto {target_budget}: kNN {run['knn_top1']:.4f} (random init "
               f"{run['random_init_top1']:.4f}, pixels {run['pixel_top1']:.4f}), {run['steps']} steps", flush=True)
+    all_runs = [run for runs in results["datasets"].values() for run in runs.values()]
+    all_runs += [results["cifar10k"]] if "cifar10k" in results else []
     correlations = label_free_correlations(all_runs)
     results["spearman_label_free_vs_knn"] = {m: c["pooled"] for m, c in correlations.items()}
     results["spearman_details"] = correlations
-    out = RESULT if not args.tiny else WORK / "own_data-tiny.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results["spearman_label_free_vs_knn"]))
     print(f"written: {out}")

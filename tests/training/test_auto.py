@@ -105,7 +105,11 @@ def test_image_size_follows_the_images_and_the_device():
     # 20 minutes (the default) on 2 cores: 32 px 1,406 steps, 64 px 352, 96 px 156 -> 32 px
     default = derive(profile(5_000, side=96))
     assert default["data.image_size"] == 32 and default["data.recipe"] == "v2-small"
-    assert any("~156 steps of 128 at 96 px" in line for line in default["lines"])
+    assert any("~156 steps of 128 at 96 px" in line and "the largest side with at least 500 steps" in line
+               for line in default["lines"])
+    short = derive(profile(5_000, side=96), overrides=("train.time_budget=4m",))  # 32 px: 281 steps
+    assert short["data.image_size"] == 32
+    assert any("the smallest side (fewer than 500" in line for line in short["lines"])
     two_hours = derive(profile(5_000, side=96), overrides=("train.time_budget=2h",))  # 96 px: 938 steps
     assert (two_hours["data.image_size"], two_hours["data.recipe"]) == (96, "v2-96")
     assert derive(profile(5_000, side=96), overrides=("train.time_budget=1h",))["data.image_size"] == 64  # 469 < 500

@@ -290,8 +290,8 @@ def build_monitor(cfg: Config, device: torch.device, autocast, say: Callable[[st
 
 
 # The label-free score that picks checkpoints/best.pt: the uniformity of the embeddings (Wang & Isola), lower is
-# better. Of the four health metrics it ranked checkpoints most like kNN accuracy does (Spearman 0.90 within runs,
-# 0.82 across datasets; the effective rank 0.77 and 0.42: benchmarks/own_data.json, docs/own-data.md).
+# better. Of the four health metrics it ranked checkpoints most like kNN accuracy does (Spearman 0.86 within runs,
+# 0.82 across datasets; the effective rank 0.79 and 0.47: benchmarks/own_data.json, docs/own-data.md).
 BEST_SCORE = "uniformity"
 
 

@@ -206,11 +206,12 @@ def _image_size(c: Resolved, data: DatasetProfile, machine: MachineProfile) -> t
     if size == by_images:
         return size, (f"images of median short side {side} px: {size} px crops, ~{steps[size]:,.0f} steps of 128 in "
                       f"{seconds / 60:.0f} minutes on this CPU")
+    which = f"the largest side with at least {MIN_CPU_STEPS} steps" if steps[size] >= MIN_CPU_STEPS else \
+        f"the smallest side (fewer than {MIN_CPU_STEPS} steps even there)"
     return size, (f"images of median short side {side} px, but on {machine.cpu_cores} CPU cores "
                   f"{seconds / 60:.0f} minutes give ~{steps[by_images]:,.0f} steps of 128 at {by_images} px and "
-                  f"~{steps[size]:,.0f} at {size} px: {size} px crops, the largest side with at least "
-                  f"{MIN_CPU_STEPS} steps (a longer train.time_budget, or data.image_size={by_images}, for more "
-                  "detail)")
+                  f"~{steps[size]:,.0f} at {size} px: {size} px crops, {which} (a longer train.time_budget, or "
+                  f"data.image_size={by_images}, for more detail)")
 
 
 def cpu_images_per_second(machine: MachineProfile, side: int) -> float:
