@@ -176,7 +176,8 @@ def test_killed_at_every_point_the_run_resumes_to_the_uninterrupted_weights(tiny
     assert finished.returncode == 0, output
     assert "resuming" in output and "Traceback" not in output
     assert saved(run) == (8, 2)
-    assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "previous.pt"]  # no temporary file left
+    # no temporary file left; best.pt: the epoch the label-free score ranked best
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "previous.pt"]
     assert not lock.exists()
     weights = load_checkpoint(folder / "last.pt")["model"]
     assert weights.keys() == reference_weights.keys()
@@ -235,3 +236,21 @@ class FullDisk:
 
     def __exit__(self, *exc):
         self.handle.close()
+
+
+def test_killed_between_the_last_step_and_its_epoch_end_the_rerun_ends_that_epoch(tiny_images, tmp_path,
+                                                                                  fork_server, reference_weights):
+    """The last step's own checkpoint (run.checkpoint_every_steps) holds step 8 of 8 but epoch 1: a rerun has no step
+    left to train and must still end epoch 2 (kNN, health, the epoch-2 checkpoint), not call the run complete."""
+    run = tmp_path / "run"
+    killed_at(fork_server, tiny_images, run, "knn:2")  # inside epoch 2's kNN, after step 8 was checkpointed
+    assert saved(run) == (8, 1)
+    finished = subprocess.run([sys.executable, "-m", "mocokit", *command(tiny_images, run)], text=True,
+                              capture_output=True, timeout=300, env={**os.environ, "MOCOKIT_FAULT": ""})
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "nothing to train" not in finished.stdout and "epoch 2/2" in finished.stdout
+    assert saved(run) == (8, 2)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+    weights = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(weights[key], value) for key, value in reference_weights.items())

@@ -452,7 +452,7 @@ class Pretraining:
             if pixels is not None:
                 record.update(pixel_top1=pixels.top1, pixel_top5=pixels.top5)
             self.log(record)
-        already_complete = self.total_steps is not None and state.steps_done >= self.total_steps
+        already_complete = self._finished()
         if self.budget is not None and not already_complete:
             self._prepare_budget()  # may refuse: a budget spent before the first step
         if self.folder.saved is not None:  # last, so that nothing set up above draws from the restored generators
@@ -500,8 +500,11 @@ class Pretraining:
                               self.main, *(pixels or (None, None)))
 
     def _finished(self) -> bool:
+        """All planned steps done and the last epoch ended (a checkpoint written at the last step but before the
+        epoch end, e.g. by run.checkpoint_every_steps, still has its epoch end to do: kNN, health, final save)."""
         total = self.total_steps
-        return total is not None and self.state.steps_done >= total
+        last_epoch = math.ceil(total / self.data.steps_per_epoch) if total is not None else None
+        return total is not None and self.state.steps_done >= total and self.state.epochs_done >= last_epoch
 
     def _epoch_end_step(self, epoch: int) -> int:
         """The last step of `epoch`: the epoch's last batch, or the run's planned end inside it."""
