@@ -179,7 +179,7 @@ TINY_MODELS = [
     ModelSpec("v3_resnet18", "MoCo v3, ResNet-18 x0.125", "v3-cifar10",
               ["model.width=0.125", "model.hidden_dim=64"], 16, 16, True),
     ModelSpec("v3_vit_small", "MoCo v3, ViT-tiny depth 2", "v3-vit-cifar10",
-              ["model.backbone=vit_tiny", "model.image_size=16", "model.patch_size=8",
+              ["model.backbone=vit_tiny", "model.image_size=16", "data.image_size=16", "model.patch_size=8",
                "model.backbone_args={depth: 2}", "model.hidden_dim=64"], 16, 16, False),
 ]
 

@@ -89,7 +89,7 @@ TINY = {
     "v2": Workload("v2, ResNet-18 ×0.125", "v2-cifar10",
                    ["model.width=0.125", "model.queue_size=256", "model.bn_splits=2"], 16, 16),
     "v3": Workload("v3, ViT-tiny depth 2", "v3-vit-cifar10",
-                   ["model.backbone=vit_tiny", "model.image_size=16", "model.patch_size=8",
+                   ["model.backbone=vit_tiny", "model.image_size=16", "data.image_size=16", "model.patch_size=8",
                     "model.backbone_args={depth: 2}", "model.hidden_dim=64"], 16, 16),
 }
 
