@@ -37,8 +37,8 @@ SAMPLED_HEADERS = 256  # images whose headers are read for the size and colour-m
 # The crop sides that have an augmentation recipe (data/recipes.py): 32 (no blur), 64, 96 and 224 px.
 RECIPE_SIZES = (32, 64, 96, 224)
 CPU_MAX_SIZE = 96  # on a CPU a 224 px step costs (224/96)^2 = 5.4x a 96 px one: too slow to learn in hours
-# The quarter-width recipe at 32 px trains ~150 images/s on 2 quiet cores with batched augmentation (measured by
-# benchmarks/own_data.py: 255 steps of 128 in a 4-minute budget, evaluations included).
+# The quarter-width recipe at 32 px trains 165-171 images/s of training time on 2 quiet cores with batched
+# augmentation, 136 counting a 4-minute run's evaluations (benchmarks/own_data.py runs, seconds_spent): 150 between.
 CPU_IMAGES_PER_SECOND = 150
 CPU_DEFAULT_BUDGET = "20m"
 CPU_IMAGES_SEEN = CPU_IMAGES_PER_SECOND * 20 * 60  # a CPU run without a budget: ~20 minutes of images
