@@ -36,7 +36,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mocokit import distributed
@@ -150,8 +149,7 @@ def _fill_memory_bank(model: MoCo, bank: MemoryBank, run_step: StepRunner, loade
         view1, view2 = run_step.views(views)
         with run_step.autocast():
             queries = model.queries(view1, view2) if symmetric else model.queries(view1)  # [q1(, q2)] N×C
-        stored = queries[0].float() if len(queries) == 1 else F.normalize(queries[0].float() + queries[1].float(),
-                                                                           dim=1)
+        stored = bank.stored_feature([q.float() for q in queries])  # what a step would store
         rows = distributed.all_gather_concat(stored)  # G×C, in the order of the global batch's positions
         images = distributed.all_gather_concat(indices.to(stored.device))  # G
         new = min(rows.shape[0], size - written)  # the positions past S only complete the last batch

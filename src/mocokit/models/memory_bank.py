@@ -65,12 +65,17 @@ class MemoryBank(StoredNegatives):
         """N×C stored entries of the images `indices` (a new tensor)."""
         return self.features[indices.to(self.features.device)]
 
-    def remember(self, queries, keys, indices) -> None:
-        """Stage the step's query features for its images: q1, or with two views the normalised mean direction."""
+    @staticmethod
+    def stored_feature(queries: list[torch.Tensor]) -> torch.Tensor:
+        """What a step stores for its images (N×C): q1, or with two views the normalised mean direction."""
         stored = queries[0].detach()
         if len(queries) == 2:  # the second view queried the same entries
             stored = F.normalize(stored + queries[1].detach(), dim=1)
-        self._pending.append((indices, stored))
+        return stored
+
+    def remember(self, queries, keys, indices) -> None:
+        """Stage the step's query features for its images (`stored_feature`)."""
+        self._pending.append((indices, self.stored_feature(queries)))
 
     def end_step(self) -> None:
         pending, self._pending = self._pending, []
