@@ -35,6 +35,10 @@ class DataConfig:
     # Few-label evaluation (linear probe, fine-tuning, transfer): train on a stratified, seeded share of the labelled
     # training images, e.g. 0.01 or 0.1 as in the semi-supervised protocols (None: all). See mocokit.data.labels.
     label_fraction: float | None = None
+    # Only the images of these classes (class folder names, or a named dataset's class names), in every split and
+    # for pretraining, kNN and evaluation alike; labels are renumbered 0..len-1 in the dataset's class order. For a
+    # task of a few classes, e.g. [airplane, automobile, bird, cat]. None: every class.
+    classes: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.image_size <= MAX_SIDE:
@@ -62,3 +66,6 @@ class DataConfig:
             )
         if not self.root:
             raise ValueError("data.root must be a folder path, got an empty string")
+        if self.classes is not None and (not self.classes or len(set(self.classes)) != len(self.classes)):
+            raise ValueError(f"data.classes must be a non-empty list of distinct class names or null, got "
+                             f"{self.classes}")

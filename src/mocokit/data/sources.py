@@ -161,8 +161,46 @@ def available_splits(cfg: DataConfig) -> list[str]:
 
 
 def open_source(cfg: DataConfig, split: str) -> FileSource | ArraySource:
-    """The images of `split` of the dataset `data.path` names (no decoding happens here)."""
-    return source_kind(cfg).open(cfg, split)
+    """The images of `split` of the dataset `data.path` names (no decoding happens here), only those of
+    data.classes when it is set (`only_classes`)."""
+    source = source_kind(cfg).open(cfg, split)
+    return source if cfg.classes is None else only_classes(source, cfg.classes)
+
+
+class _Rows:
+    """Rows `indices` of an indexable of images, without copying them: `rows[i]` is `pixels[indices[i]]`."""
+
+    def __init__(self, pixels: Any, indices: list[int]) -> None:
+        self.pixels, self.indices = pixels, indices
+        shape = getattr(pixels, "shape", None)
+        self.shape = None if shape is None else (len(indices), *shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.pixels[self.indices[index]]
+
+
+def only_classes(source: FileSource | ArraySource, classes: list[str]) -> FileSource | ArraySource:
+    """The images of `source` whose class is one of `classes`, labelled 0..len-1 in the source's class order.
+    DataError when the source has no labels or lacks one of the classes (naming the classes it has)."""
+    if not source.classes:
+        raise DataError(f"data.classes is set but {source.where} has no labels (class folders); it selects classes "
+                        "of a labelled dataset")
+    missing = [name for name in classes if name not in source.classes]
+    if missing:
+        raise DataError(f"data.classes: {source.where} has no class {', '.join(map(repr, missing))}; its classes: "
+                        f"{', '.join(source.classes)}")
+    kept_classes = [name for name in source.classes if name in classes]
+    renumber = {source.classes.index(name): new for new, name in enumerate(kept_classes)}
+    keep = [i for i, label in enumerate(source.labels) if label in renumber]
+    labels = [renumber[source.labels[i]] for i in keep]
+    paths = [source.paths[i] for i in keep]
+    if isinstance(source, ArraySource):
+        return ArraySource(_Rows(source.pixels, keep), labels, kept_classes, paths, source.where)
+    layout = SplitLayout(paths=paths, labels=labels, classes=kept_classes)
+    return FileSource(layout, source._read_bytes, source.where, source.decode_side)
 
 
 def _scan(cfg: DataConfig) -> tuple[dict[str, SplitLayout], TarReader | FolderFiles]:

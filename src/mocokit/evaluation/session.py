@@ -26,7 +26,7 @@ from mocokit.training.runtime import autocast_factory, resolve_device, resolve_p
 CACHE_DIR = "cache"
 OUTPUT_DIR = "eval"  # RUN/eval/<command>.json, which the run's report lists (reporting/report.py: EVAL_DIR)
 # The data settings that choose and decode the images (and so the features); the others (workers, memory) do not.
-FEATURE_DATA_KEYS = ("path", "recipe", "image_size", "labels")  # subsets: by their indices
+FEATURE_DATA_KEYS = ("path", "recipe", "image_size", "labels", "classes")  # subsets: by their indices
 
 
 @dataclass
