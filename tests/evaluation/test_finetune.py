@@ -1,8 +1,9 @@
 """Fine-tuning changes the backbone (a copy), few-label subsets, and transfer on a ResNet and on a ViT run."""
 
+import pytest
 import torch
 
-from mocokit.evaluation.finetune import finetune
+from mocokit.evaluation.finetune import Curve, finetune, oscillation
 from mocokit.evaluation.session import open_session
 from mocokit.evaluation.transfer import transfer
 
@@ -33,3 +34,19 @@ def test_transfer_runs_for_a_vit_with_layer_decay_and_draws_both_curves(vit_run)
     assert result.gain == result.pretrained.top1 - result.random_init.top1
     # Same recipe and seed but other starting weights: the two runs must not be the same run.
     assert result.pretrained.curve.train_loss != result.random_init.curve.train_loss
+
+
+def test_the_learning_curve_records_training_accuracy_and_its_oscillation(resnet_run):
+    session = open_session(resnet_run, [*TINY, "finetune.epochs=3"], echo=lambda _m: None)
+    curve = finetune(session).curve
+    assert curve.epochs == [1, 2, 3] and len(curve.train_top1) == 3
+    assert all(0.0 <= v <= 1.0 for v in curve.train_top1)
+    steps = [abs(b - a) for a, b in zip(curve.test_top1, curve.test_top1[1:])]
+    assert curve.oscillation() == pytest.approx(sum(steps) / 2)
+
+
+def test_oscillation_is_the_mean_absolute_change_between_measurements():
+    assert oscillation([0.5, 0.7, 0.6, 0.6]) == pytest.approx((0.2 + 0.1 + 0.0) / 3)
+    assert oscillation([0.1, 0.2, 0.3]) == pytest.approx(0.1)  # a steady rise oscillates by its slope
+    assert oscillation([0.4]) is None and oscillation([]) is None
+    assert Curve(epochs=[1, 2], test_top1=[0.3, 0.1]).oscillation() == pytest.approx(0.2)

@@ -25,6 +25,20 @@ class Curve:
     epochs: list[int] = field(default_factory=list)  # epochs after which the test set was measured
     test_top1: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)  # mean training loss of each measured epoch
+    train_top1: list[float] = field(default_factory=list)  # training top-1 of each measured epoch (augmented)
+
+    def oscillation(self) -> float | None:
+        """How much the test curve oscillates: the mean absolute change of test top-1 from one measurement to the
+        next (a fraction; 0.02 = 2 points per step). None with fewer than two measurements. Measured every epoch
+        (finetune.eval_every_epochs=1), it is the mean absolute epoch-to-epoch change."""
+        return oscillation(self.test_top1)
+
+
+def oscillation(values: list[float]) -> float | None:
+    """mean_i |values[i+1] - values[i]|; None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    return sum(abs(b - a) for a, b in zip(values, values[1:])) / (len(values) - 1)
 
 
 @dataclass
@@ -79,6 +93,7 @@ def finetune(session: EvalSession, encoder: Encoder | None = None) -> FinetuneRe
             curve.epochs.append(epoch + 1)
             curve.test_top1.append(top1)
             curve.train_loss.append(stats.loss)
+            curve.train_top1.append(stats.accuracy)
             session.echo(f"  epoch {epoch + 1}/{cfg.epochs}: loss {stats.loss:.4f}, test top-1 {top1:.4f}")
     return FinetuneResult(encoder.label, top1, top5, curve, cfg.epochs, peak_lr, len(train), len(test),
                           time.perf_counter() - started, backbone.cpu())
