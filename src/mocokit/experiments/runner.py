@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mocokit.engine.pretrain import pretrain
+from mocokit.experiments.seeds import run_name, seeded, summarise
 from mocokit.experiments.spec import Experiment, VariantResult
 from mocokit.reporting import read_metrics
 from mocokit.training.run_config import load_config
 
-MODES = ("small", "smoke", "paper")
+MODES = ("small", "medium", "smoke", "paper")
 
 
 @dataclass
@@ -33,37 +34,39 @@ class ExperimentResult:
 
 def run_experiment(experiment: Experiment, folder: Path, overrides: Sequence[str] = (), mode: str = "small",
                    echo: Callable[[str], None] = print) -> ExperimentResult:
-    """Run every variant of `experiment` into `folder`/<variant>. mode: "small" (the default scale, this machine),
-    "smoke" (a few steps, for CI) or "paper" (the paper's scale, for GPUs). `overrides` apply to all variants
-    (e.g. data.path, train.epochs, train.device)."""
+    """Run every variant of `experiment` into `folder`/<variant> (at a scale with seeds, once per seed into
+    `folder`/<variant>-seed-<seed>). mode: "small" (the default scale, this machine, ~20 minutes), "medium" (this
+    machine, ~60 minutes), "smoke" (a few steps, for CI) or "paper" (the paper's scale, for GPUs). `overrides`
+    apply to all variants (e.g. data.path, train.epochs, train.device)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     results: list[VariantResult] = []
-    variants = experiment.variants
+    variants = experiment.variants_for(mode)
     if mode == "smoke" and len(variants) > 2:  # the first and the last: every code path, half the time
         variants = (variants[0], variants[-1])
-    for number, variant in enumerate(variants, 1):
-        run_dir = folder / slug(variant.label)
-        preset, config_overrides = experiment.config_for(variant, mode, overrides)
+    runs = [(variant, seed) for variant in variants for seed in (experiment.seeds_for(mode) or (None,))]
+    for number, (variant, seed) in enumerate(runs, 1):
+        run_dir = folder / run_name(slug(variant.label), seed)
+        preset, config_overrides = experiment.config_for(variant, mode, overrides, seed)
         cfg = load_config(preset, [*config_overrides, f"run.dir={run_dir}", "resume=auto"])
-        echo(f"[{experiment.name} {number}/{len(variants)}] {variant.label}: "
-             f"{' '.join(variant.overrides) or 'base config'}")
-        outcome = pretrain(cfg, echo=lambda message, label=variant.label: echo(f"  [{label}] {message}"))
+        label = variant.label if seed is None else f"{variant.label}, seed {seed}"
+        echo(f"[{experiment.name} {number}/{len(runs)}] {label}: {' '.join(variant.overrides) or 'base config'}")
+        outcome = pretrain(cfg, echo=lambda message, label=label: echo(f"  [{label}] {message}"))
         if not outcome.completed:
-            echo(f"{experiment.name} stopped during {variant.label}; run the same command again to continue")
+            echo(f"{experiment.name} stopped during {label}; run the same command again to continue")
             return _finish(experiment, folder, results, started, interrupted=True)
-        result = read_variant(variant, run_dir, outcome.minutes)
+        result = read_variant(variant, run_dir, outcome.minutes, seed)
         if experiment.evaluate is not None:
             result.extra.update(experiment.evaluate(experiment, result, list(overrides), mode))
         results.append(result)
-        echo(f"  {variant.label}: kNN top-1 {_percent(result.knn_top1)} (random init "
+        echo(f"  {label}: kNN top-1 {_percent(result.knn_top1)} (random init "
              f"{_percent(result.random_init_top1)}), instance discrimination {_percent(result.inst_disc_accuracy)}")
     return _finish(experiment, folder, results, started, interrupted=False)
 
 
-def read_variant(variant, run_dir: Path, minutes: float) -> VariantResult:
+def read_variant(variant, run_dir: Path, minutes: float, seed: int | None = None) -> VariantResult:
     """A finished variant's numbers, from its metrics.jsonl (so a rerun reports the same numbers)."""
     metrics = read_metrics(run_dir / "metrics.jsonl")
     epochs = metrics["epoch"]
@@ -77,7 +80,7 @@ def read_variant(variant, run_dir: Path, minutes: float) -> VariantResult:
         random_init_top1=baseline.get("knn_top1"),
         inst_disc_accuracy=epochs[-1].get("accuracy") if epochs else None,
         final_loss=epochs[-1].get("loss") if epochs else None,
-        minutes=float(final.get("minutes", minutes)), knn_curve=curve,
+        minutes=float(final.get("minutes", minutes)), knn_curve=curve, seed=seed,
     )
 
 
@@ -88,6 +91,7 @@ def _finish(experiment: Experiment, folder: Path, results: list[VariantResult], 
     results_path.write_text(json.dumps({
         "experiment": experiment.name, "title": experiment.title, "paper": experiment.paper,
         "complete": not interrupted, "minutes": round(minutes, 2), "variants": [r.row() for r in results],
+        **({"summary": [s.record() for s in summarise(results)]} if seeded(results) else {}),
     }, indent=2, default=str) + "\n")
     table = folder / "table.md"
     table.write_text(markdown_table(experiment, results))
@@ -96,6 +100,10 @@ def _finish(experiment: Experiment, folder: Path, results: list[VariantResult], 
 
 
 def markdown_table(experiment: Experiment, results: list[VariantResult]) -> str:
+    """One row per run; when the runs are seeded, one row per variant instead, with its seeds and, for each
+    numeric column, the mean over the seeds and their range: `33.1% (32.0–34.2%)`."""
+    if seeded(results):
+        return _seeded_table(experiment, results)
     header = ["variant", *experiment.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
@@ -105,9 +113,29 @@ def markdown_table(experiment: Experiment, results: list[VariantResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seeded_table(experiment: Experiment, results: list[VariantResult]) -> str:
+    header = ["variant", "seeds", *experiment.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for summary in summarise(results):
+        cells = [summary.variant.label, ", ".join(str(s) for s in summary.seeds)]
+        for column in experiment.columns:
+            value = summary.values.get(column)
+            if value is None:  # not a number: each run's value, once when they agree
+                each = [_cell(column, r.row().get(column)) for r in summary.runs]
+                cells.append(each[0] if len(set(each)) == 1 else " / ".join(each))
+            elif value.n == 1:
+                cells.append(_cell(column, value.mean))
+            else:
+                cells.append(f"{_cell(column, value.mean)} ({_cell(column, value.low)}–{_cell(column, value.high)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _cell(column: str, value) -> str:
     if value is None:
         return "–"
+    if isinstance(value, float) and column.endswith("_oscillation"):  # a change of accuracy per epoch, in points
+        return f"{100 * value:.1f} pts"
     if isinstance(value, float) and column != "minutes" and ("top1" in column or "accuracy" in column
                                                               or column.endswith("_gain")):
         return f"{100 * value:.1f}%"
