@@ -51,7 +51,8 @@ def test_every_variant_is_a_valid_config_that_varies_what_the_experiment_says(na
     if name == "vit-stability":
         assert [c.model.freeze_patch_embed for c in configs] == [False, True] * (len(configs) // 2)
         assert all(c.model.backbone == ("vit_base" if mode == "paper" else "vit_tiny") for c in configs)
-        if mode == "medium":  # the lr swept upward, each lr trainable and frozen
+        if mode == "medium":  # the lr swept upward, each lr trainable and frozen; a diverging step is skipped
+            assert all(c.train.on_nonfinite == "skip" for c in configs)
             lrs = [c.optim.lr for c in configs]
             assert lrs[::2] == lrs[1::2] and lrs[::2] == sorted(set(lrs)) and len(set(lrs)) == 3
     if name == "false-negatives" and mode != "medium":  # the headline pair differs in the mask only
@@ -214,7 +215,7 @@ def test_each_experiment_runs_end_to_end_in_its_smoke_mode(name, images, tmp_pat
         assert [v["first_layer"] for v in saved["variants"]] == ["backbone.patch_embed.proj.weight",
                                                                  "backbone.blocks.0.attn.qkv.weight"]
         assert all(isinstance(v["first_layer_spikes"], list) and isinstance(v["knn_dips"], list)
-                   for v in saved["variants"])
+                   and v["skipped_steps"] == 0 for v in saved["variants"])
     if name == "four-models":  # 32 images of two classes, half of them labelled; 4 test images per class
         for variant in saved["variants"]:
             assert variant["labelled_images"] == 16 and variant["test_images"] == 8
