@@ -45,8 +45,11 @@ CASES: dict[str, tuple[str, list[str], int]] = {
     "v1-cifar10": ("v1-cifar10", SMALL_RESNET, 16),
     "v2-cifar10": ("v2-cifar10", SMALL_RESNET, 16),
     "demo": ("demo", SMALL_RESNET, 16),
-    "v1-imagenet": ("v1-imagenet", SMALL_RESNET, 32),
-    "v2-imagenet": ("v2-imagenet", SMALL_RESNET, 32),
+    # 64 px: at 32 px the ImageNet stem leaves layer4 at 1×1, where each of the 8 BatchNorm groups (2 images of the
+    # batch of 16) normalises two numbers to ±1: a step that flips with the last bit of the input, so the float64
+    # losses of an Intel and an AMD CPU parted at step 3 (re-recorded at 64 px from the code of 65b3cc4)
+    "v1-imagenet": ("v1-imagenet", SMALL_RESNET, 64),
+    "v2-imagenet": ("v2-imagenet", SMALL_RESNET, 64),
     "v3-cifar10": ("v3-cifar10", SMALL_RESNET, 16),
     "v3-resnet50-imagenet": ("v3-resnet50-imagenet", SMALL_RESNET, 32),
     "v3-vit-cifar10": ("v3-vit-cifar10", SMALL_VIT, 16),
@@ -182,7 +185,7 @@ def test_five_steps_match_the_recording(name):
     assert now["accuracies"] == then["accuracies"]
     expected_parts = set(then["state"]) - ({"momentum_encoder"} if name in WITHOUT_KEY_ENCODER else set())
     assert set(now["state"]) == expected_parts
-    same_machine = machine() == RECORDED["machine"]
+    same_machine = machine() == then.get("machine", RECORDED["machine"])  # cases re-recorded elsewhere say where
     for part in expected_parts:
         if same_machine:  # the recording machine and torch: bit-identical
             assert now["state"][part] == then["state"][part], f"{name}: state of {part} not bit-identical"
