@@ -32,6 +32,54 @@ def test_split_bn_matches_separate_batch_norms_per_group():
     assert int(bn.num_batches_tracked) == 1
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("affine", [True, False])
+def test_split_bn_compiled_form_matches_separate_batch_norms_per_group(channels_last, affine):
+    """The form traced under torch.compile (statistics over a 5-D view) against one plain BatchNorm per group:
+    outputs, gradients of the input and the affine parameters, and the running statistics (unbiased variance)."""
+    splits, n, c = 4, 16, 3
+    bn = SplitBatchNorm2d(c, num_splits=splits, affine=affine)
+    plains = [nn.BatchNorm2d(c, affine=affine) for _ in range(splits)]
+    if affine:
+        with torch.no_grad():
+            for module in (bn, *plains):
+                module.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+                module.bias.copy_(torch.tensor([0.0, -1.0, 3.0]))
+    x = torch.randn(n, c, 5, 4, dtype=torch.float64) * 3 + 1
+    bn, plains = bn.double(), [p.double() for p in plains]
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x_split, x_plain = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = bn._grouped_forward(x_split, momentum=0.1)
+    expected = torch.empty_like(out)
+    for group in range(splits):  # group j holds samples j, j+4, j+8, j+12
+        expected[group::splits] = plains[group](x_plain[group::splits])
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(x_split.grad, x_plain.grad)
+    if affine:
+        torch.testing.assert_close(bn.weight.grad, sum(p.weight.grad for p in plains))
+        torch.testing.assert_close(bn.bias.grad, sum(p.bias.grad for p in plains))
+    torch.testing.assert_close(bn.running_mean, torch.stack([p.running_mean for p in plains]).mean(0))
+    torch.testing.assert_close(bn.running_var, torch.stack([p.running_var for p in plains]).mean(0))
+
+
+def test_split_bn_takes_its_compiled_form_under_torch_compile(monkeypatch):
+    traced = []
+    grouped = SplitBatchNorm2d._grouped_forward
+    monkeypatch.setattr(SplitBatchNorm2d, "_grouped_forward",
+                        lambda self, x, momentum: traced.append(True) or grouped(self, x, momentum))
+    bn = SplitBatchNorm2d(3, num_splits=4)
+    x = torch.randn(16, 3, 4, 4)
+    expected = SplitBatchNorm2d(3, num_splits=4)(x)
+    assert not traced  # eager: the native kernel
+    out = torch.compile(bn, backend="aot_eager", fullgraph=True)(x)
+    assert traced
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_split_bn_is_plain_bn_in_eval_and_rejects_indivisible_batches():
     bn = SplitBatchNorm2d(3, num_splits=4)
     bn.running_mean.fill_(1.0)

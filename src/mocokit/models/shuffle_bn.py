@@ -64,6 +64,15 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
         momentum = 0.0 if self.momentum is None else self.momentum
+        if torch.compiler.is_compiling():
+            return self._grouped_forward(x, momentum)
+        return self._reshaped_forward(x, momentum)
+
+    def _reshaped_forward(self, x: torch.Tensor, momentum: float) -> torch.Tensor:
+        """The eager form (the official SplitBatchNorm's): one fused native BatchNorm over the batch reshaped so
+        that each group's channels are channels of their own."""
+        n, c, h, w = x.shape
+        s = self.num_splits
         running_mean = self.running_mean.repeat(s) if self.running_mean is not None else None
         running_var = self.running_var.repeat(s) if self.running_var is not None else None
         # (N, C, H, W) -> (N/s, s·C, H, W): channel block j of the new layout holds the samples n ≡ j (mod s).
@@ -81,6 +90,34 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
             with torch.no_grad():
                 self.running_mean.copy_(running_mean.view(s, c).mean(dim=0))
                 self.running_var.copy_(running_var.view(s, c).mean(dim=0))
+        return out
+
+    def _grouped_forward(self, x: torch.Tensor, momentum: float) -> torch.Tensor:
+        """The same normalisation written for torch.compile: statistics over a 5-D view of the batch, (N/s)×s×C×H×W,
+        which is a view in both memory formats. The eager form's (N/s)×(s·C)×H×W reshape merges the group and channel
+        dimensions, which costs Inductor modular index arithmetic in every kernel that touches it (on 2 CPU cores: a
+        plain ResNet-18 at width 0.25 with 8 groups compiled in 338 s that way, 94 s this way, and its compiled step
+        ran 1.28× eager instead of 1.15×; benchmarks/compile_profile.py). Eager keeps the fused native kernel: this
+        form is slower there, and the eager numerics stay those of the official SplitBatchNorm."""
+        n, c, h, w = x.shape
+        s = self.num_splits
+        groups = x.view(n // s, s, c, h, w)  # sample i·s + j -> [i, j]: group j holds the samples n ≡ j (mod s)
+        # 1×s×C×1×1 statistics in float32 also under autocast (as the native kernel); the biased variance
+        var, mean = torch.var_mean(groups.to(torch.promote_types(x.dtype, torch.float32)), dim=(0, 3, 4),
+                                   correction=0, keepdim=True)
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight.view(1, 1, c, 1, 1)
+        shift = -mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias.view(1, 1, c, 1, 1)
+        out = (groups * scale + shift).to(x.dtype).reshape(n, c, h, w)
+        if self.running_mean is not None:
+            with torch.no_grad():  # each group's update averaged over the groups, as the eager form; unbiased var
+                count = (n // s) * h * w
+                unbiased_var = var.view(s, c).mean(dim=0) * (count / max(count - 1, 1))
+                self.running_mean.lerp_(mean.view(s, c).mean(dim=0).to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), momentum)
         return out
 
 
