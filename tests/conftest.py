@@ -1,5 +1,22 @@
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """mocokit's cache (zoo downloads, the compile ledger, Inductor's kernels) in a folder of the test session, for
+    this process and the commands it starts: the suite neither reads nor fills the user's ~/.cache/mocokit."""
+    saved = {name: os.environ.get(name) for name in ("MOCOKIT_CACHE", "TORCHINDUCTOR_CACHE_DIR")}
+    os.environ["MOCOKIT_CACHE"] = str(tmp_path_factory.mktemp("mocokit-cache"))
+    os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ FLOORS: dict[int, list[str | tuple[str, ...]]] = {
     1: [  # the bottom floor: the generic config loader, collectives, pure tensor functions
         "mocokit.config", "mocokit.distributed", "mocokit.losses", "mocokit.features", "mocokit.knn",
         "mocokit.files",  # outputs written whole or not at all
+        "mocokit.cache",  # the cache folder (zoo weights, compiled kernels)
         "mocokit.health",  # label-free health metrics of features and embeddings
     ],
     2: ["mocokit.models", "mocokit.data"],

@@ -30,12 +30,13 @@ from mocokit._version import __version__
 from mocokit.config.loader import to_tree
 from mocokit.data.subset import seeded_subset
 from mocokit.engine.budget import TimeAccount, TimeBudget
+from mocokit.engine.compile_trial import CompileControl
 from mocokit.engine.dictionary_fill import fill_dictionary
 from mocokit.engine.epoch import EpochHooks, EpochResult, Schedule, train_one_epoch
 from mocokit.engine.health_monitor import build_health_monitor
 from mocokit.engine.initial_weights import load_initial_weights, recorded_source
 from mocokit.engine.monitor import HOW_TO_LABEL, KnnMonitor, own_labelled_splits
-from mocokit.engine.step import StepRunner, compile_enabled, watched_parameters
+from mocokit.engine.step import StepRunner, watched_parameters
 from mocokit.errors import ConfigError, NonFiniteLoss
 from mocokit.knn import KnnScore
 from mocokit.models import MoCo
@@ -52,12 +53,13 @@ from mocokit.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from mocokit.training.compilation import CompileLedger, device_name, signature
 from mocokit.training.initial import initial_model
 from mocokit.training.interrupt import GracefulStop, StopAgreement
 from mocokit.training.launch import data_parallel, process_group_from_environment
 from mocokit.training.lock import RunLock
 from mocokit.training.optim import build_optimizer, scaled_learning_rate
-from mocokit.training.process import configure_process, recorded_warnings
+from mocokit.training.process import configure_process, recorded_warnings, use_persistent_compile_cache
 from mocokit.training.run_config import Config, config_to_yaml
 from mocokit.training.rundir import (
     BEST,
@@ -239,8 +241,8 @@ def setup_training(cfg: Config, device: torch.device, dataset_size: int) -> Trai
     run_step = StepRunner(
         data_parallel(model, device), optimizer, device, autocast, scaler, cfg.train.channels_last,
         cfg.optim.grad_clip, batch_augment, watched_parameters(model),
-        skip_nonfinite=cfg.train.on_nonfinite == "skip", compile=compile_enabled(cfg.train.compile, device),
-    )
+        skip_nonfinite=cfg.train.on_nonfinite == "skip", compile_scope=cfg.train.compile_scope,
+    )  # compiled (or not) by the run's CompileControl, which decides train.compile
     return TrainingParts(model, optimizer, scaler, peak_lr, precision, autocast, run_step)
 
 
@@ -359,6 +361,7 @@ class Pretraining:
         if self.init is not None and self.folder.saved is None:  # a fresh start from model.init: a queue of real keys
             self.log(self.init.record(fill_dictionary(self.parts.run_step, self.data.loader, say)))
         self.parts.run_step.on_compiled = self._report_compile
+        self.compiling = self._compile_control(say)
 
     def _describe(self, say: Callable[[str], None]) -> None:
         cfg, world, state, data = self.cfg, distributed.world_size(), self.state, self.data
@@ -410,9 +413,32 @@ class Pretraining:
             return math.inf, math.inf
         return self.cfg.train.epochs, self.data.total_steps
 
+    def _compile_control(self, say: Callable[[str], None]) -> CompileControl:
+        """train.compile decided for this run (training/compilation.py), from what was measured on this machine for
+        the same model signature; Inductor keeps its kernels in mocokit's cache whenever the run may compile."""
+        cfg, parts = self.cfg, self.parts
+        if cfg.train.compile is not False:
+            use_persistent_compile_cache()
+        key = signature(to_tree(cfg.model), batch=self.data.loader.batch_size, image_size=cfg.data.image_size,
+                        augment=cfg.data.augment, precision=str(parts.precision), channels_last=cfg.train.channels_last,
+                        device=device_name(self.device), threads=torch.get_num_threads(), torch=torch.__version__,
+                        scope=cfg.train.compile_scope, processes=distributed.world_size())
+        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
+        return CompileControl(parts.run_step, cfg.train.compile, self.device.type, key, CompileLedger(), say,
+                              self._remaining_training, processes=distributed.world_size(), write_ledger=self.main,
+                              sync=sync, clock=self.account.clock)
+
+    def _remaining_training(self) -> tuple[int | None, float | None]:
+        """(steps left, None) for a run of known length, (None, seconds left) while a time budget is measured."""
+        total = self.total_steps
+        if total is not None:
+            return max(total - self.state.steps_done, 0), None
+        return None, max((self.cfg.train.time_budget_seconds or 0.0) - self.account.seconds(), 0.0)
+
     def _report_compile(self, seconds: float) -> None:
-        self.log.say(f"torch.compile: the first step took {seconds:.1f} s, compilation included")
+        self.log.say(f"torch.compile: the first compiled step took {seconds:.1f} s, compilation included")
         self.log({"kind": "compile", "step": self.state.steps_done + 1, "seconds": seconds})
+        self.compiling.compiled(seconds)
 
     def save(self, step: int, epoch: int) -> None:
         """Checkpoint everything a resume needs (main process only), atomically."""
@@ -549,7 +575,11 @@ class Pretraining:
             raise ConfigError(message)
 
     def _on_step(self, step: int) -> None:
-        """The time budget's clock, after every step until the plan is fixed."""
+        """train.compile=auto's trial while it measures; then the time budget's clock, after every step until the
+        plan is fixed (its measurement starts once the step's form, compiled or eager, is settled)."""
+        if not self.compiling.settled:
+            self.compiling.after_step()
+            return
         if self.budget is None:
             return
         plan = self.budget.on_step(step)

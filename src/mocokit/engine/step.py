@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,20 +44,51 @@ class StepRunner:
     # train.on_nonfinite=skip: a step whose loss or gradients are not finite is not applied (costs one host sync per
     # step, to decide). Off (stop): the step's finiteness is only returned, as a device tensor, for the caller.
     skip_nonfinite: bool = False
-    # torch.compile the model's forward (train.compile). The first step compiles; `on_compiled(seconds)` then gets
-    # that step's wall time, compilation included.
+    # torch.compile (train.compile). The first step compiles; `on_compiled(seconds)` then gets that step's wall time,
+    # compilation included. compile_scope (train.compile_scope): `networks` compiles each network of the step on its
+    # own (MoCo.networks: backbones, heads, predictor; nn.Module.compile, in place), `step` the whole forward.
     compile: bool = False
+    compile_scope: str = "networks"
     on_compiled: Callable[[float], None] | None = None
 
     def __post_init__(self) -> None:
         self._trained_params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self._forward = torch.compile(self.model) if self.compile else self.model
-        self._compile_pending = self.compile
+        self.moco: MoCo = getattr(self.model, "module", self.model)  # the MoCo itself (under DDP: its `module`)
+        self._forward = self.model
+        self.compiled = False
+        self._compile_pending = False
+        self._compiled_calls: list[tuple[nn.Module, Callable]] = []
+        if self.compile:
+            self.set_compiled(True)
         # m reaches the model as a 0-dim device tensor refilled each step: a changing float (v3's schedule) would be
         # a constant of the compiled graph and recompile it every step. float64, so 1 − m stays exact near m = 1.
         dtype = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
         self._momentum = torch.zeros((), dtype=dtype, device=self.device)
-        self.moco: MoCo = getattr(self.model, "module", self.model)  # the MoCo itself (under DDP: its `module`)
+
+    def set_compiled(self, on: bool) -> None:
+        """Compile the step (or go back to eager) from the next step on. The first compiled step compiles, and
+        `on_compiled` gets its wall time. Going back keeps no compiled code in the call path (train.compile=auto
+        does when compiling measured no faster)."""
+        if on == self.compiled:
+            return
+        if self.compile_scope == "step":
+            self._forward = torch.compile(self.model) if on else self.model
+        else:  # compiled calls of each network, put in place for the step's forward only (see _networks_compiled)
+            self._compiled_calls = [(n, torch.compile(n._call_impl)) for n in self.moco.networks()] if on else []
+        self.compiled = self._compile_pending = on
+
+    @contextmanager
+    def _networks_compiled(self) -> Iterator[None]:
+        """Inside: each network runs its compiled call (what nn.Module.compile sets, torch >= 2.2), so that the kNN
+        monitor, the dictionary fill and evaluation, which call the same networks in other modes and batch sizes,
+        stay eager and never trigger a compile of their own."""
+        for network, call in self._compiled_calls:
+            network._compiled_call_impl = call
+        try:
+            yield
+        finally:
+            for network, _ in self._compiled_calls:
+                network._compiled_call_impl = None
 
     @property
     def needs_indices(self) -> bool:
@@ -83,7 +114,7 @@ class StepRunner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self._momentum.fill_(momentum)
-        with self.autocast():
+        with self.autocast(), self._networks_compiled():
             extra = {} if indices is None else {"indices": indices.to(self.device, non_blocking=True)}  # memory bank
             out = self._forward(view1, view2, momentum=self._momentum, **extra)
         self.optimizer.zero_grad(set_to_none=True)

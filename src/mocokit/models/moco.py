@@ -123,6 +123,17 @@ class MoCo(nn.Module):
                 del state_dict[key]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def networks(self) -> list[nn.Module]:
+        """The networks a step runs: the query encoder's backbone and head, the momentum encoder's (when there is
+        one) and the predictor (v3). The rest of the step (momentum update, shuffle, logits, loss, dictionary) is
+        small tensor work around them."""
+        parts = [self.encoder.backbone, self.encoder.head]
+        if self.momentum_encoder is not None:
+            parts += [self.momentum_encoder.backbone, self.momentum_encoder.head]
+        if self.predictor is not None:
+            parts.append(self.predictor)
+        return parts
+
     def queries(self, *views: torch.Tensor) -> list[torch.Tensor]:
         """Unit queries N×C per view: f_q, then the predictor (v3)."""
         embeddings = self._encode(self.encoder, views)

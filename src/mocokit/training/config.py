@@ -80,9 +80,14 @@ class TrainConfig:
     # NHWC memory format for convolutional backbones: for GPUs with AMP. Off by default: on the 2-core CPU measured
     # here it made the ResNet-18 step slower, with or without BatchNorm groups (README, Performance).
     channels_last: bool = False
-    # torch.compile the step's forward; the first step's time, compilation included, is logged. auto: on CUDA GPUs
-    # only: on a CPU the first step compiles for many minutes (README, Performance), which pays only on long runs.
+    # torch.compile the step; the compiling step's time is logged. auto: decided from what compiling measured on
+    # this machine for the same model (a ledger in mocokit's cache); with nothing measured yet, the run times eager
+    # steps, compiles if the rest of the run can repay it, times compiled steps and keeps the faster form
+    # (training/compilation.py, README Performance). Compiled kernels are kept in <cache>/inductor.
     compile: bool | Literal["auto"] = "auto"
+    # What is compiled: networks (each backbone, head and predictor on its own; the momentum update, shuffle, loss
+    # and dictionary stay eager) or step (the whole forward as one graph: slower to compile, measured no faster)
+    compile_scope: Literal["networks", "step"] = "networks"
     threads: int | None = None  # CPU threads for PyTorch (None: PyTorch's default)
     stop_at_step: int | None = None  # end early after this global step, as if interrupted (the run can resume)
     # A step whose loss or gradients are NaN or infinite. stop: the run ends naming the step (checked at log and
@@ -112,6 +117,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.compile not in (True, False, "auto"):
             raise ValueError(f"train.compile must be true, false or auto, got {self.compile!r}")
+        if self.compile_scope not in ("networks", "step"):
+            raise ValueError(f"train.compile_scope must be networks or step, got {self.compile_scope!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"train.on_nonfinite must be stop or skip, got {self.on_nonfinite!r}")
         if self.device != "auto":

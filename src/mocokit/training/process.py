@@ -48,6 +48,16 @@ def configure_process(threads: int | None = None, seed: int | None = None, deter
         reuse_freed_memory()  # a step's large activations stay in the heap for the next
 
 
+def use_persistent_compile_cache() -> None:
+    """torch.compile's Inductor keeps its compiled kernels and autograd graphs in mocokit's cache folder
+    (training/compilation.py: `<cache>/inductor`) rather than the system's temporary folder, so that a second run of
+    the same model (or a resumed one) loads them instead of compiling again. $TORCHINDUCTOR_CACHE_DIR, when set,
+    wins. Inductor reads the variable whenever it looks for its cache: set before the first compile is enough."""
+    from mocokit.training.compilation import INDUCTOR_CACHE_VARIABLE, inductor_cache_dir
+
+    os.environ[INDUCTOR_CACHE_VARIABLE] = str(inductor_cache_dir())
+
+
 def draw_off_screen() -> None:
     """matplotlib's Agg backend for this process (and the processes it starts), without importing matplotlib when
     nothing has yet: the environment variable is what matplotlib reads when it is first imported."""

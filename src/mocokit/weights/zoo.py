@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mocokit.cache import CACHE_VARIABLE, cache_dir  # noqa: F401 (CACHE_VARIABLE: the zoo's users name it here)
 from mocokit.files import atomic_output, write_text_atomically
 from mocokit.weights.errors import WeightsError
 
-CACHE_VARIABLE = "MOCOKIT_CACHE"  # the cache folder; default ~/.cache/mocokit
 _V1V2 = "https://dl.fbaipublicfiles.com/moco/moco_checkpoints"
 _V3 = "https://dl.fbaipublicfiles.com/moco-v3"
 _V1V2_README = "facebookresearch/moco README.md, Models"
@@ -61,11 +60,6 @@ ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in [
     ZooEntry("moco-v3-vit-b", f"{_V3}/vit-b-300ep/vit-b-300ep.pth.tar", 76.7,
              "MoCo v3, ViT-Base, 300 epochs", _V3_README),
 ]}
-
-
-def cache_dir() -> Path:
-    """$MOCOKIT_CACHE, else ~/.cache/mocokit."""
-    return Path(os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "mocokit")
 
 
 def looks_like_zoo_name(text: str) -> bool:
