@@ -1,17 +1,19 @@
-"""`make bench`: mocokit's training step against a plain eager MoCo, and what limits it.
+"""`make bench`: mocokit's training step against a plain eager MoCo, eager and compiled, and what limits it.
 
-    python benchmarks/run.py                    # the full benchmark (about 6 minutes on 2 quiet CPU cores)
-    python benchmarks/run.py --compile on       # mocokit compiled even on a CPU (adds ~9 minutes of compilation)
-    python benchmarks/run.py --tiny --out x.json   # tiny models and data: checks that everything runs (seconds)
+    python benchmarks/run.py                    # the full benchmark (about 20 minutes on 2 quiet CPU cores)
+    python benchmarks/run.py --compiled ""      # without the compiled variants
+    python benchmarks/run.py --tiny --out x.json   # tiny models and data: checks that everything runs (~2 minutes)
     python benchmarks/run.py --device cuda --precision bf16
 
-1. Step throughput (images/s): mocokit's step (the engine's StepRunner; torch.compile as train.compile=auto
-   decides, i.e. on CUDA only, unless --compile says otherwise) against PlainMoCo (benchmarks/plain_moco.py: the
+1. Step throughput (images/s): mocokit's eager step (the engine's StepRunner) and, for the --compiled workloads,
+   its compiled step (train.compile=true, compile_scope=networks) against PlainMoCo (benchmarks/plain_moco.py: the
    papers' pseudocode, eager) on the same model, initial weights, batch and threads, each in its own process,
-   the two alternated; median and spread of --reps samples. v2: the v2-cifar10 preset (ResNet-18 CIFAR stem,
-   symmetric loss, K=4096, 8 BN groups) at batch 128; v3: v3-vit-cifar10 with ViT-tiny (patch 4 at 32 px) at
-   batch 128. Views are random tensors already on the device: this is the step alone. Both first steps start
-   from the same RNG state and must give the same loss (same algorithm), which is recorded.
+   alternated; median and spread of --reps samples. v2: the v2-cifar10 preset (ResNet-18 CIFAR stem, symmetric
+   loss, K=4096, 8 BN groups) at batch 128; v3: v3-vit-cifar10 with ViT-tiny (patch 4 at 32 px) at batch 128; demo:
+   the demo preset (quarter-width ResNet-18, channels_last). Views are random tensors already on the device: this
+   is the step alone. All first steps start from the same RNG state and must give the same loss (same algorithm),
+   which is recorded. Compile times are reported apart: the compiling step less a compiled step, with an empty
+   kernel cache (first), then in --warm-runs new processes that find the cache filled (warm: a second run).
 2. Achieved FLOP/s: FLOPs of one step (torch.utils.flop_counter: forward and backward of the query side plus the
    key forwards, counted on meta tensors) / mocokit's median step time, against a 4096² matrix product timed in the
    same run, at the start and at the end (the practical limit of the device for dense work).
@@ -19,9 +21,9 @@
    (CUDA: the allocator's statistics; CPU: the CPU allocator's events, through the profiler). On a CPU the peak of
    the resident set is recorded too; it also counts the freed blocks glibc keeps (mocokit keeps them on purpose).
    Each variant runs in its own process (see Worker), so nothing process-wide is shared.
-4. End-to-end epoch of `mocokit pretrain` (demo preset) on a CIFAR-10 subset, data loading included, with the
-   batched augmentation on in-memory uint8 images and with per-image augmentation in DataLoader workers, against
-   the step-only rate of the same model: how well the data side keeps the model fed.
+4. End-to-end epoch of `mocokit pretrain` (demo preset, eager) on a CIFAR-10 subset, data loading included, with
+   the batched augmentation on in-memory uint8 images and with per-image augmentation in DataLoader workers,
+   against the step-only rate of the same model: how well the data side keeps the model fed.
 
 Prints a Markdown table; writes benchmarks/results.json (the headline ratios, to track over time; --out changes
 it) and everything measured to benchmarks/out/bench_step.json (git-ignored).
@@ -46,7 +48,7 @@ from pathlib import Path
 import torch
 
 from mocokit import load_config
-from mocokit.engine.step import StepRunner, compile_enabled
+from mocokit.engine.step import StepRunner
 from mocokit.models import build_model
 from mocokit.models.momentum import cosine_momentum
 from mocokit.training.cpu_memory import reuse_freed_memory
@@ -84,10 +86,13 @@ class Workload:
 FULL = {
     "v2": Workload("v2, ResNet-18 CIFAR stem", "v2-cifar10", [], 128, 32),
     "v3": Workload("v3, ViT-tiny patch 4", "v3-vit-cifar10", ["model.backbone=vit_tiny"], 128, 32),
+    "demo": Workload("demo: v2, ResNet-18 ×0.25, symmetric, 8 BN groups, channels_last", "demo", [], 128, 32),
 }
 TINY = {
     "v2": Workload("v2, ResNet-18 ×0.125", "v2-cifar10",
                    ["model.width=0.125", "model.queue_size=256", "model.bn_splits=2"], 16, 16),
+    "demo": Workload("demo, ResNet-18 ×0.125", "demo",
+                     ["model.width=0.125", "model.queue_size=256", "model.bn_splits=2", "data.image_size=16"], 16, 16),
     "v3": Workload("v3, ViT-tiny depth 2", "v3-vit-cifar10",
                    ["model.backbone=vit_tiny", "model.image_size=16", "data.image_size=16", "model.patch_size=8",
                     "model.backbone_args={depth: 2}", "model.hidden_dim=64"], 16, 16),
@@ -112,8 +117,9 @@ def momentum_schedule(cfg: Config):
 
 def build_variant(name: str, workload: Workload, device: torch.device, dtype: torch.dtype | None,
                   compile: bool) -> Variant:
-    """`baseline`: PlainMoCo, eager. `mocokit`: the engine's StepRunner on the MoCo model, as configured by the
-    preset (memory format), compiled when `compile`. Same initial weights, views and optimiser for both."""
+    """`baseline`: PlainMoCo, eager. `mocokit` / `compiled`: the engine's StepRunner on the MoCo model, as configured
+    by the preset (memory format), compiled when `compile` (train.compile_scope's default: each network on its own).
+    Same initial weights, views and optimiser for all."""
     cfg = workload.config()
     torch.manual_seed(0)
     moco = build_model(cfg).to(device).train()
@@ -236,14 +242,18 @@ def _answer(command: dict, state: dict) -> dict:
     return {"error": f"unknown command {op!r}"}
 
 
-def bench_step(key: str, workload: Workload, workers: dict[str, Worker], args, device: torch.device) -> dict:
-    """Sections 1 to 3 for one workload, each variant in its worker process: a first step (the compilation, when
-    compiled), two steps for the peak memory, then `args.reps` alternated timing samples."""
+def bench_step(key: str, workload: Workload, workers: dict[str, Worker], args, device: torch.device,
+               warm_env: dict[str, str] | None = None) -> dict:
+    """Sections 1 to 3 for one workload, each variant in its worker process: a first step (the compilation, for
+    the compiled variant), two steps for the peak memory, then `args.reps` alternated timing samples. With
+    `warm_env` (the compiled worker's kernel cache), the compile is then repeated by new processes that find the
+    cache filled: the warm compile times of a second and a third run."""
     say(f"[{key}] {workload.label}, batch {workload.batch}")
-    graphs0 = workers["mocokit"].ask(op="dynamo")
+    dynamo_worker = workers.get("compiled", workers["mocokit"])
+    graphs0 = dynamo_worker.ask(op="dynamo")
     for name, worker in workers.items():
         worker.ask(op="build", variant=name, workload=asdict(workload), device=str(device),
-                   precision=args.precision, compile=args.compile and name == "mocokit", threads=args.threads)
+                   precision=args.precision, compile=name == "compiled", threads=args.threads)
     first = {}
     for name, worker in workers.items():
         first[name] = worker.ask(op="first")
@@ -252,25 +262,23 @@ def bench_step(key: str, workload: Workload, workers: dict[str, Worker], args, d
     resident = {name: worker.ask(op="peak_resident")["bytes"] for name, worker in workers.items()}
     samples = alternate({name: partial(lambda w: w.ask(op="time", steps=args.steps)["seconds"], worker)
                          for name, worker in workers.items()}, args.reps)
-    graphs1 = workers["mocokit"].ask(op="dynamo")
+    graphs1 = dynamo_worker.ask(op="dynamo")
     dynamo = {k: graphs1[k] - graphs0[k] for k in graphs1}
     rates = {name: summary([workload.batch / s for s in seconds]) for name, seconds in samples.items()}
     for name in workers:
         say(f"[{key}] {name}: {rates[name]['median']:.2f} images/s (spread {rates[name]['spread']:.0%})")
     flops = step_flops(workload)
     step_seconds = {name: summary(seconds)["median"] for name, seconds in samples.items()}
-    compiled = first["mocokit"]["compiled_seconds"]
     losses = {name: reply["loss"] for name, reply in first.items()}
-    return {
+    row = {
         "label": workload.label, "preset": workload.preset, "overrides": workload.overrides,
         "batch": workload.batch, "image_size": workload.image_size,
         "images_per_s": rates, "step_seconds": step_seconds,
         "speedup": rates["mocokit"]["median"] / rates["baseline"]["median"],
-        "compile_seconds": (compiled - step_seconds["mocokit"]) if compiled is not None else None,
         "first_step_seconds": {name: reply["seconds"] for name, reply in first.items()},
         # Same model, views and algorithm: the first losses agree up to rounding (compiled code reorders sums).
         "first_loss": losses,
-        "first_loss_relative_difference": abs(losses["mocokit"] / losses["baseline"] - 1),
+        "first_loss_relative_difference": {name: abs(loss / losses["baseline"] - 1) for name, loss in losses.items()},
         "dynamo_graphs": dynamo["graphs"], "graph_breaks": dynamo["breaks"],
         "step_flops": flops,
         "flops_per_s": {name: flops / s for name, s in step_seconds.items()},
@@ -279,7 +287,29 @@ def bench_step(key: str, workload: Workload, workers: dict[str, Worker], args, d
         # CPU: the resident set, which also holds what glibc keeps (mocokit's engine has it keep freed blocks)
         "peak_step_resident_bytes": resident,
         "peak_resident_ratio": (resident["mocokit"] / resident["baseline"]) if None not in resident.values() else None,
+        "compiled": None,
     }
+    if "compiled" in workers:
+        compiled_first = first["compiled"]["compiled_seconds"]
+        row["compiled"] = {
+            "speedup_over_baseline": rates["compiled"]["median"] / rates["baseline"]["median"],
+            "speedup_over_eager": rates["compiled"]["median"] / rates["mocokit"]["median"],
+            # the compiling step less a compiled step: what compiling added to the first step
+            "compile_seconds_first": compiled_first - step_seconds["compiled"],
+            "compile_seconds_warm": [],
+            "peak_memory_ratio": peak["compiled"] / peak["baseline"],
+        }
+        for _ in range(args.warm_runs if warm_env is not None else 0):  # new processes, the same kernel cache
+            worker = Worker(warm_env)
+            try:
+                worker.ask(op="build", variant="compiled", workload=asdict(workload), device=str(device),
+                           precision=args.precision, compile=True, threads=args.threads)
+                seconds = worker.ask(op="first")["compiled_seconds"] - step_seconds["compiled"]
+            finally:
+                worker.close()
+            row["compiled"]["compile_seconds_warm"].append(seconds)
+            say(f"[{key}] compiled again in a new process, kernel cache filled: {seconds:.1f} s")
+    return row
 
 
 def bench_epoch(args, device: torch.device) -> dict:
@@ -290,6 +320,7 @@ def bench_epoch(args, device: torch.device) -> dict:
 
     n, batch = (64, 16) if args.tiny else (args.epoch_images, 128)
     base = ["train.epochs=1", f"train.batch_size={batch}", "monitor.knn_every_epochs=0", "run.tensorboard=false",
+            "train.compile=false",
             "run.progress=false", "run.checkpoint_every_steps=0", f"train.device={device}", "resume=none"]
     if args.tiny:
         base += ["model.width=0.125", "model.queue_size=32", "model.bn_splits=2", "data.image_size=16",
@@ -341,28 +372,39 @@ def machine(device: torch.device) -> dict:
 
 
 def table(results: dict) -> str:
-    """The Markdown table the README shows."""
-    lines = ["| workload | baseline images/s | mocokit images/s | speedup | compile | mocokit GFLOP/s "
-             "(of matmul) | peak tensor memory of a step, mocokit / baseline |",
-             "|---|---|---|---|---|---|---|"]
+    """The Markdown tables the README shows."""
+    lines = ["| workload | baseline images/s | mocokit images/s | speedup | mocokit GFLOP/s (of matmul) | peak tensor "
+             "memory of a step, mocokit / baseline |",
+             "|---|---|---|---|---|---|"]
     matmul = results["matmul_flops_per_s"]["median"]
     for row in results["steps"].values():
         rate = row["images_per_s"]
         peak = row["peak_step_bytes"]
         memory = f"{peak['mocokit'] / 2**20:.0f} / {peak['baseline'] / 2**20:.0f} MiB = {row['peak_memory_ratio']:.2f}"
-        compile_s = f"{row['compile_seconds']:.0f} s" if row["compile_seconds"] is not None else "off"
         lines.append(
             f"| {row['label']}, batch {row['batch']} | {rate['baseline']['median']:.1f} "
             f"(±{rate['baseline']['spread'] / 2:.0%}) | {rate['mocokit']['median']:.1f} "
-            f"(±{rate['mocokit']['spread'] / 2:.0%}) | **{row['speedup']:.2f}×** | {compile_s} | "
+            f"(±{rate['mocokit']['spread'] / 2:.0%}) | **{row['speedup']:.2f}×** | "
             f"{row['flops_per_s']['mocokit'] / 1e9:.1f} ({row['flops_per_s']['mocokit'] / matmul:.0%}) | {memory} |")
+    compiled = {k: row for k, row in results["steps"].items() if row.get("compiled")}
+    if compiled:
+        lines += ["", "torch.compile (train.compile_scope=networks), the same run:", "",
+                  "| workload | compiled images/s | × plain eager baseline | × mocokit eager | first compile | warm "
+                  "compile (new processes) | peak tensor memory, compiled / baseline |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in compiled.values():
+            c, rate = row["compiled"], row["images_per_s"]["compiled"]
+            warm = ", ".join(f"{w:.1f} s" for w in c["compile_seconds_warm"]) or "not measured"
+            lines.append(f"| {row['label']} | {rate['median']:.1f} (±{rate['spread'] / 2:.0%}) | "
+                         f"**{c['speedup_over_baseline']:.2f}×** | {c['speedup_over_eager']:.2f}× | "
+                         f"{c['compile_seconds_first']:.0f} s | {warm} | {c['peak_memory_ratio']:.2f} |")
     lines.append("")
     lines.append(f"Matrix product {results['matmul_side']}² ({results['precision']}): {matmul / 1e9:.1f} GFLOP/s "
                  f"(median of {results['matmul_flops_per_s']['n']}). Step FLOPs: "
                  + ", ".join(f"{k} {row['step_flops'] / 1e9:.0f} GFLOP" for k, row in results["steps"].items())
                  + ". torch.compile: "
                  + ", ".join(f"{k} {row['dynamo_graphs']} graph(s), {row['graph_breaks']} graph breaks"
-                             for k, row in results["steps"].items()) + ".")
+                             for k, row in compiled.items()) + ".")
     if "epoch" in results:
         epoch = results["epoch"]
         lines.append("")
@@ -389,10 +431,18 @@ def headline(results: dict) -> dict:
         out[f"flops_fraction_{k}"] = round(row["flops_per_s"]["mocokit"] / matmul, 3)
         out[f"peak_memory_ratio_{k}"] = round(row["peak_memory_ratio"], 3)
         out[f"peak_resident_ratio_{k}"] = row["peak_resident_ratio"] and round(row["peak_resident_ratio"], 3)
-        out[f"compile_seconds_{k}"] = row["compile_seconds"] and round(row["compile_seconds"], 1)
+    for k, row in steps.items():
+        if row.get("compiled"):
+            c = row["compiled"]
+            out[f"compiled_step_speedup_{k}"] = round(c["speedup_over_baseline"], 3)
+            out[f"compiled_over_eager_{k}"] = round(c["speedup_over_eager"], 3)
+            out[f"compile_seconds_first_{k}"] = round(c["compile_seconds_first"], 1)
+            if c["compile_seconds_warm"]:
+                out[f"compile_seconds_warm_{k}"] = round(c["compile_seconds_warm"][0], 1)
     if "epoch" in results:
         for name, row in results["epoch"]["backends"].items():
             out[f"epoch_seconds_{name}"] = round(row["epoch_seconds"], 2)
+        out["epoch_fraction_of_step_demo"] = round(results["epoch"]["backends"]["batched_in_memory"]["fed_fraction"], 3)
     out.update(machine=results["machine"], tiny=results["tiny"], date=results["date"])
     return out
 
@@ -408,12 +458,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="autocast dtype of both variants (the matrix product uses the same)")
-    parser.add_argument("--workloads", default="v2,v3", help="comma-separated: v2, v3 (empty: none)")
+    parser.add_argument("--workloads", default="v2,v3,demo", help="comma-separated: v2, v3, demo (empty: none)")
     parser.add_argument("--reps", type=int, default=None, help="timing samples per variant (default 5; tiny: 2)")
     parser.add_argument("--steps", type=int, default=None, help="steps per sample (default 1 on CPU, 10 on CUDA)")
-    parser.add_argument("--compile", choices=["auto", "on", "off"], default=None,
-                        help="torch.compile mocokit's step; auto (default) as train.compile=auto: on CUDA only, since "
-                             "on a CPU compiling takes many minutes (tiny: off)")
+    parser.add_argument("--compiled", default=None,
+                        help="comma-separated workloads also measured compiled (default v2,demo; tiny: demo; empty: "
+                             "none): compile times reported apart, then --warm-runs new processes compile again "
+                             "with the kernel cache filled")
+    parser.add_argument("--warm-runs", type=int, default=None,
+                        help="warm compiles of the demo workload (see --compiled; default 2, tiny: 1)")
     parser.add_argument("--no-epoch", dest="epoch", action="store_false", help="skip the end-to-end epoch")
     parser.add_argument("--epoch-images", type=int, default=5120, help="more than the demo's queue of 4096")
     parser.add_argument("--epoch-step-reps", type=int, default=3)
@@ -431,8 +484,9 @@ def main(argv: list[str] | None = None) -> dict:
     suffix = "-tiny" if args.tiny else ""
     args.out = args.out or (REPO / "benchmarks" / ("out/results-tiny.json" if args.tiny else "results.json"))
     args.full_out = args.full_out or REPO / "benchmarks" / "out" / f"bench_step{suffix}.json"
-    setting = args.compile or ("off" if args.tiny else "auto")
-    args.compile = compile_enabled({"on": True, "off": False, "auto": "auto"}[setting], device)
+    compiled = args.compiled if args.compiled is not None else ("demo" if args.tiny else "v2,demo")
+    args.compiled = set(filter(None, compiled.split(",")))
+    args.warm_runs = args.warm_runs if args.warm_runs is not None else (1 if args.tiny else 2)
     args.reps = args.reps or (2 if args.tiny else 5)
     args.steps = args.steps or (10 if device.type == "cuda" else 1)
     torch.set_num_threads(args.threads)
@@ -441,7 +495,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: dict = {"machine": machine(device), "tiny": args.tiny, "precision": args.precision,
                      "date": time.strftime("%Y-%m-%d %H:%M"), "reps": args.reps, "steps_per_rep": args.steps,
-                     "compile": args.compile, "steps": {}}
+                     "compiled": sorted(args.compiled), "steps": {}}
     results["matmul_side"] = 1024 if args.tiny else 4096
     results["matmul_flops_per_s"] = summary(matmul_flops_per_s(device, dtype or torch.float32, results["matmul_side"]))
     keys = list(filter(None, args.workloads.split(",")))
@@ -449,10 +503,13 @@ def main(argv: list[str] | None = None) -> dict:
         # One process per variant (see Worker), each measuring every workload in turn. A fresh compile cache: the
         # compile time reported is that of a first run.
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-        workers = {name: Worker(env) for name in ("baseline", "mocokit")} if keys else {}
+        names = ("baseline", "mocokit", "compiled") if args.compiled & set(keys) else ("baseline", "mocokit")
+        workers = {name: Worker(env) for name in names} if keys else {}
         try:
             for key in keys:
-                results["steps"][key] = bench_step(key, (TINY if args.tiny else FULL)[key], workers, args, device)
+                these = {n: w for n, w in workers.items() if n != "compiled" or key in args.compiled}
+                results["steps"][key] = bench_step(key, (TINY if args.tiny else FULL)[key], these, args, device,
+                                                   warm_env=env if key == "demo" else None)
         finally:
             for worker in workers.values():
                 worker.close()

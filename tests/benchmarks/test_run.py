@@ -19,15 +19,24 @@ def test_tiny_benchmark_prints_the_table_and_writes_the_tracked_ratios(tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| workload | baseline images/s | mocokit images/s |" in run.stdout
     results = json.loads(out.read_text())
-    for key in ("step_speedup_v2", "step_speedup_v3", "flops_fraction", "peak_memory_ratio"):
+    for key in ("step_speedup_v2", "step_speedup_v3", "flops_fraction", "peak_memory_ratio",
+                "compiled_step_speedup_demo", "compile_seconds_first_demo", "compile_seconds_warm_demo",
+                "epoch_fraction_of_step_demo"):
         assert results[key] > 0, key
+    assert "torch.compile (train.compile_scope=networks), the same run:" in run.stdout
     record = json.loads(full.read_text())
     for row in record["steps"].values():
         # the ratios are those of the measured numbers, and the FLOPs are the model's, not zero
         rates = row["images_per_s"]
         assert abs(row["speedup"] - rates["mocokit"]["median"] / rates["baseline"]["median"]) < 1e-9
         assert row["step_flops"] > 0 and row["peak_step_bytes"]["baseline"] > 0
-        assert row["first_loss_relative_difference"] < 1e-4  # the baseline runs the same algorithm on the same model
+        # the baseline (and the compiled step) run the same algorithm on the same model
+        assert all(d < 1e-4 for d in row["first_loss_relative_difference"].values())
+    compiled = record["steps"]["demo"]["compiled"]
+    rates = record["steps"]["demo"]["images_per_s"]
+    assert abs(compiled["speedup_over_baseline"] - rates["compiled"]["median"] / rates["baseline"]["median"]) < 1e-9
+    assert len(compiled["compile_seconds_warm"]) == 1 and record["steps"]["v2"]["compiled"] is None
+    assert record["steps"]["demo"]["graph_breaks"] == 0
     assert set(record["epoch"]["backends"]) == {"batched_in_memory", "per_image_workers"}
     assert all(row["epoch_seconds"] > 0 for row in record["epoch"]["backends"].values())
 
