@@ -10,7 +10,7 @@ A case is `network:mode`:
   `demo-nosplit` (demo with model.bn_splits=1), `v2` (the v2-cifar10 preset, standard width);
   suffix `@1` for standard width on plain networks (`plain@1`), `+nchw` to turn channels_last off;
 - mode: `eager`, `whole` (torch.compile of the whole forward, mocokit's train.compile=true before issue 20),
-  `encoders` (each encoder, head and predictor compiled on its own: train.compile_scope=encoders).
+  `networks` (each backbone, head and predictor compiled on its own: train.compile_scope=networks).
 Prints per case: first-step seconds (compilation included), median step seconds over --reps samples, images/s,
 Dynamo graphs and breaks; with --profile the top ops of one step by self CPU time.
 """
