@@ -20,6 +20,7 @@ from collections.abc import Callable
 from mocokit.engine.step import StepRunner
 from mocokit.training.compilation import (
     MIN_SPEEDUP,
+    CompileDecision,
     CompileLedger,
     CompileRecord,
     decide,
@@ -42,13 +43,17 @@ class CompileControl:
     def __init__(self, run_step: StepRunner, setting: bool | str, device_type: str, key: str,
                  ledger: CompileLedger, say: Callable[[str], None], remaining: Remaining, processes: int = 1,
                  write_ledger: bool = True, sync: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 agree: Callable[[CompileDecision], CompileDecision] = lambda decision: decision) -> None:
+        """agree: makes every process take the same decision (several processes: rank 0's, broadcast; each node
+        may hold another ledger)."""
         self.run_step, self.device_type, self.key, self.ledger = run_step, device_type, key, ledger
         self.say, self.remaining, self.write_ledger, self.sync, self.clock = say, remaining, write_ledger, sync, clock
         self.record = ledger.get(key) or CompileRecord()
         steps, budget_s = remaining()
-        self.decision = decide(setting, device_type, ledger.get(key), inductor_cache_dir(), expected_steps=steps,
-                               budget_s=budget_s, processes=processes)
+        self.decision = agree(decide(setting, device_type, self.record if key in ledger else None,
+                                     inductor_cache_dir(), expected_steps=steps, budget_s=budget_s,
+                                     processes=processes))
         say(self.decision.reason)
         self.phase = "eager" if self.decision.mode == "trial" else "settled"
         self._times: list[float] = []

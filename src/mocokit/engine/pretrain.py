@@ -426,7 +426,7 @@ class Pretraining:
         sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
         return CompileControl(parts.run_step, cfg.train.compile, self.device.type, key, CompileLedger(), say,
                               self._remaining_training, processes=distributed.world_size(), write_ledger=self.main,
-                              sync=sync, clock=self.account.clock)
+                              sync=sync, clock=self.account.clock, agree=distributed.broadcast_object)
 
     def _remaining_training(self) -> tuple[int | None, float | None]:
         """(steps left, None) for a run of known length, (None, seconds left) while a time budget is measured."""

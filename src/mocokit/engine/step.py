@@ -46,7 +46,7 @@ class StepRunner:
     skip_nonfinite: bool = False
     # torch.compile (train.compile). The first step compiles; `on_compiled(seconds)` then gets that step's wall time,
     # compilation included. compile_scope (train.compile_scope): `networks` compiles each network of the step on its
-    # own (MoCo.networks: backbones, heads, predictor; nn.Module.compile, in place), `step` the whole forward.
+    # own (MoCo.networks: backbones, heads, predictor; used by the step's forward only), `step` the whole forward.
     compile: bool = False
     compile_scope: str = "networks"
     on_compiled: Callable[[float], None] | None = None

@@ -95,10 +95,9 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     def _grouped_forward(self, x: torch.Tensor, momentum: float) -> torch.Tensor:
         """The same normalisation written for torch.compile: statistics over a 5-D view of the batch, (N/s)×s×C×H×W,
         which is a view in both memory formats. The eager form's (N/s)×(s·C)×H×W reshape merges the group and channel
-        dimensions, which costs Inductor modular index arithmetic in every kernel that touches it (on 2 CPU cores: a
-        plain ResNet-18 at width 0.25 with 8 groups compiled in 338 s that way, 94 s this way, and its compiled step
-        ran 1.28× eager instead of 1.15×; benchmarks/compile_profile.py). Eager keeps the fused native kernel: this
-        form is slower there, and the eager numerics stay those of the official SplitBatchNorm."""
+        dimensions, which costs Inductor modular index arithmetic in every kernel that touches it: about 4x the
+        compile time and slower kernels (README, Performance; benchmarks/compile_profile.py). Eager keeps the fused
+        native kernel: this form is slower there, and the eager numerics stay those of the official SplitBatchNorm."""
         n, c, h, w = x.shape
         s = self.num_splits
         groups = x.view(n // s, s, c, h, w)  # sample i·s + j -> [i, j]: group j holds the samples n ≡ j (mod s)

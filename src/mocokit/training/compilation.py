@@ -33,8 +33,8 @@ from mocokit.files import write_text_atomically
 INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 PAYBACK = 2.0  # compile when the expected saving is at least this many times the compile time
 MIN_SPEEDUP = 1.03  # a compiled step must be at least this much faster to be kept (below: measurement noise)
-# What a first compile is assumed to cost before this machine has measured one (the trial's gate): about the
-# `demo` MoCo step's on 2 CPU cores (101 s, README Performance); GPUs compile the same graphs with faster hosts.
+# What a first compile is assumed to cost before this machine has measured one (the trial's gate): above the demo
+# MoCo step's measured on 2 CPU cores (README, Performance); on GPUs a guess, not measured yet.
 FIRST_COMPILE_GUESS_S = {"cpu": 120.0, "cuda": 90.0}
 
 
@@ -125,6 +125,9 @@ class CompileLedger:
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    def __contains__(self, key: str) -> bool:
+        return isinstance(self._read().get(key), dict)
 
     def get(self, key: str) -> CompileRecord | None:
         entry = self._read().get(key)
