@@ -49,11 +49,11 @@ class CompileControl:
         may hold another ledger)."""
         self.run_step, self.device_type, self.key, self.ledger = run_step, device_type, key, ledger
         self.say, self.remaining, self.write_ledger, self.sync, self.clock = say, remaining, write_ledger, sync, clock
-        self.record = ledger.get(key) or CompileRecord()
+        measured = ledger.get(key)
+        self.record = measured or CompileRecord()
         steps, budget_s = remaining()
-        self.decision = agree(decide(setting, device_type, self.record if key in ledger else None,
-                                     inductor_cache_dir(), expected_steps=steps, budget_s=budget_s,
-                                     processes=processes))
+        self.decision = agree(decide(setting, device_type, measured, inductor_cache_dir(), expected_steps=steps,
+                                     budget_s=budget_s, processes=processes))
         say(self.decision.reason)
         self.phase = "eager" if self.decision.mode == "trial" else "settled"
         self._times: list[float] = []

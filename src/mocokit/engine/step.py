@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -114,7 +114,7 @@ class StepRunner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self._momentum.fill_(momentum)
-        with self.autocast(), self._networks_compiled():
+        with self.autocast(), (self._networks_compiled() if self._compiled_calls else nullcontext()):
             extra = {} if indices is None else {"indices": indices.to(self.device, non_blocking=True)}  # memory bank
             out = self._forward(view1, view2, momentum=self._momentum, **extra)
         self.optimizer.zero_grad(set_to_none=True)

@@ -126,9 +126,6 @@ class CompileLedger:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def __contains__(self, key: str) -> bool:
-        return isinstance(self._read().get(key), dict)
-
     def get(self, key: str) -> CompileRecord | None:
         entry = self._read().get(key)
         return CompileRecord.from_dict(entry) if isinstance(entry, dict) else None
