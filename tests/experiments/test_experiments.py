@@ -159,6 +159,28 @@ def test_a_seeded_scale_runs_each_variant_once_per_seed_in_its_own_folder(images
     assert "| m = 0.99 | 0, 3 |" in outcome.table.read_text()
 
 
+def test_an_experiments_evaluation_is_kept_in_the_run_folder_and_read_back_by_a_rerun(images, tmp_path):
+    calls = []
+
+    def evaluate(experiment, result, overrides, mode):
+        calls.append((result.run_dir.name, tuple(overrides), mode))
+        return {"finetune_gain": 0.125, "pretrained_curve": {"epochs": [1, 2], "test_top1": [0.5, 0.75]}}
+
+    tiny = Experiment(name="evaluated", title="evaluated", paper="", preset="demo", scale=SMOKE, smoke=SMOKE,
+                      variants=(Variant("base", ()),), plot=plots.bars, evaluate=evaluate)
+    said = []
+    first = run_experiment(tiny, tmp_path / "evaluated", [f"data.path={images}"], mode="smoke", echo=said.append)
+    assert calls == [("base", (f"data.path={images}",), "smoke")]
+    assert any("evaluated in" in line and "finetune_gain 12.5%" in line for line in said)
+    again = run_experiment(tiny, tmp_path / "evaluated", [f"data.path={images}"], mode="smoke", echo=said.append)
+    assert len(calls) == 1 and again.variants[0].extra == first.variants[0].extra
+    assert any("evaluation read back" in line for line in said)
+    # made with other overrides, it is not the same evaluation: made again
+    run_experiment(tiny, tmp_path / "evaluated", [f"data.path={images}", "train.seed=0"], mode="smoke",
+                   echo=said.append)
+    assert len(calls) == 2 and calls[-1][1][-1] == "train.seed=0"
+
+
 def test_the_command_selects_the_scale(monkeypatch, tmp_path, capsys):
     import mocokit.experiments
 

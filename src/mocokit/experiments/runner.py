@@ -1,6 +1,7 @@
 """Runs an experiment: each variant is an ordinary pretraining run in its own folder under the experiment's folder,
 then a table (Markdown and JSON) and a figure. Running the same command again continues an interrupted experiment:
-finished variants are read back from their run folders, an interrupted one resumes from its checkpoint."""
+finished variants are read back from their run folders, with the experiment's own evaluation of them (fine-tunings
+and probes that take minutes: `EVALUATION_FILE`), and an interrupted one resumes from its checkpoint."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from pathlib import Path
 from mocokit.engine.pretrain import pretrain
 from mocokit.experiments.seeds import run_name, seeded, summarise
 from mocokit.experiments.spec import Experiment, VariantResult
+from mocokit.files import write_text_atomically
 from mocokit.reporting import read_metrics
 from mocokit.training.run_config import load_config
 
 MODES = ("small", "medium", "smoke", "paper")
+# A finished variant's evaluation by its experiment (`Experiment.evaluate`), in its run folder with the scale and
+# overrides it was made with: a rerun of the same command reads it back instead of repeating the fine-tunings.
+EVALUATION_FILE = "experiment-evaluation.json"
 
 
 @dataclass
@@ -59,11 +64,35 @@ def run_experiment(experiment: Experiment, folder: Path, overrides: Sequence[str
             return _finish(experiment, folder, results, started, interrupted=True)
         result = read_variant(variant, run_dir, outcome.minutes, seed)
         if experiment.evaluate is not None:
-            result.extra.update(experiment.evaluate(experiment, result, list(overrides), mode))
+            result.extra.update(evaluate_variant(experiment, result, list(overrides), mode,
+                                                 echo=lambda message, label=label: echo(f"  [{label}] {message}")))
         results.append(result)
         echo(f"  {label}: kNN top-1 {_percent(result.knn_top1)} (random init "
              f"{_percent(result.random_init_top1)}), instance discrimination {_percent(result.inst_disc_accuracy)}")
     return _finish(experiment, folder, results, started, interrupted=False)
+
+
+def evaluate_variant(experiment: Experiment, result: VariantResult, overrides: list[str], mode: str,
+                     echo: Callable[[str], None] = print) -> dict:
+    """`experiment.evaluate` of a finished variant, or its earlier result from the run folder (`EVALUATION_FILE`)
+    when that was made at the same scale with the same overrides; says what it does and what came out."""
+    saved = result.run_dir / EVALUATION_FILE
+    made_with = {"mode": mode, "overrides": overrides}
+    if saved.exists():
+        record = json.loads(saved.read_text())
+        if record.get("made_with") == made_with:
+            echo(f"evaluation read back from {saved} (made in {record['minutes']:.1f} min)")
+            return record["values"]
+    echo(f"evaluating the pretrained encoder ({experiment.evaluate.__name__}); no output until it ends")
+    started = time.perf_counter()
+    values = experiment.evaluate(experiment, result, overrides, mode)
+    minutes = (time.perf_counter() - started) / 60
+    write_text_atomically(saved, json.dumps({"made_with": made_with, "minutes": round(minutes, 2),
+                                             "values": values}, indent=2, default=str) + "\n")
+    numbers = ", ".join(f"{key} {_cell(key, value)}" for key, value in values.items()
+                        if isinstance(value, float | int) and not isinstance(value, bool))
+    echo(f"evaluated in {minutes:.1f} min: {numbers}")
+    return values
 
 
 def read_variant(variant, run_dir: Path, minutes: float, seed: int | None = None) -> VariantResult:
