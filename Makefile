@@ -36,8 +36,11 @@ NAME ?= list
 experiment: install
 	$(BIN)/mocokit experiment $(NAME) $(if $(filter list,$(NAME)),,$(DEMO_DATA)) $(ARGS)
 
+# The suite in TEST_WORKERS processes (pytest-xdist), a test file per process at a time so that a file's shared
+# fixtures run once; each process gets its share of the cores (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Step throughput against a plain eager MoCo, FLOP/s, peak memory, an end-to-end epoch: a table, and
 # benchmarks/results.json (about 12 minutes on 2 CPU cores; ARGS="--tiny" checks in seconds that it runs).

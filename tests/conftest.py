@@ -3,6 +3,15 @@ import os
 import pytest
 import torch
 
+# Under pytest-xdist (`make test` runs TEST_WORKERS processes) each process gets its share of the cores, for its own
+# PyTorch and, through OMP_NUM_THREADS, for the commands it starts (torchrun, the benchmarks): several processes of
+# every core each would run 2-3x slower than their share.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    CORES_PER_WORKER = max(1, (os.cpu_count() or 1) // WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(CORES_PER_WORKER)
+    torch.set_num_threads(CORES_PER_WORKER)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _own_cache(tmp_path_factory):
