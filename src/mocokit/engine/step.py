@@ -77,11 +77,14 @@ class StepRunner:
             self._compiled_calls = [(n, torch.compile(n._call_impl)) for n in self.moco.networks()] if on else []
         self.compiled = self._compile_pending = on
 
-    @contextmanager
-    def _networks_compiled(self) -> Iterator[None]:
+    def _networks_compiled(self) -> AbstractContextManager:
         """Inside: each network runs its compiled call (what nn.Module.compile sets, torch >= 2.2), so that the kNN
         monitor, the dictionary fill and evaluation, which call the same networks in other modes and batch sizes,
-        stay eager and never trigger a compile of their own."""
+        stay eager and never trigger a compile of their own. Eager steps enter nothing (the hot path)."""
+        return self._compiled_calls_in_place() if self._compiled_calls else nullcontext()
+
+    @contextmanager
+    def _compiled_calls_in_place(self) -> Iterator[None]:
         for network, call in self._compiled_calls:
             network._compiled_call_impl = call
         try:
@@ -114,7 +117,7 @@ class StepRunner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self._momentum.fill_(momentum)
-        with self.autocast(), (self._networks_compiled() if self._compiled_calls else nullcontext()):
+        with self.autocast(), self._networks_compiled():
             extra = {} if indices is None else {"indices": indices.to(self.device, non_blocking=True)}  # memory bank
             out = self._forward(view1, view2, momentum=self._momentum, **extra)
         self.optimizer.zero_grad(set_to_none=True)
