@@ -142,18 +142,23 @@ def test_the_seeded_plots_draw_means_with_ranges(tmp_path):
         assert path.stat().st_size > 1000
 
 
-def test_a_seeded_scale_runs_each_variant_once_per_seed_in_its_own_folder(images, tmp_path):
+def test_a_seeded_scale_runs_each_variant_once_per_seed_in_its_own_folder_seed_by_seed(images, tmp_path):
     tiny = Experiment(name="seeded", title="seeded", paper="", preset="demo", scale=SMOKE, smoke=SMOKE,
-                      variants=(Variant("m = 0.99", ("model.momentum=0.99",), x=0.99),),
+                      variants=(Variant("m = 0.99", ("model.momentum=0.99",), x=0.99),
+                                Variant("m = 0.9", ("model.momentum=0.9",), x=0.9)),
                       plot=plots.bars, medium=SMOKE, medium_seeds=(0, 3))
     outcome = run_experiment(tiny, tmp_path / "seeded", [f"data.path={images}"], mode="medium",
                              echo=lambda _m: None)
-    assert [r.run_dir.name for r in outcome.variants] == ["m-0.99-seed-0", "m-0.99-seed-3"]
-    assert [load_config(r.run_dir / "config.yaml").train.seed for r in outcome.variants] == [0, 3]
+    # every variant's first seed before any second one: a run cut short still compares all the variants
+    assert [r.run_dir.name for r in outcome.variants] == ["m-0.99-seed-0", "m-0.9-seed-0",
+                                                          "m-0.99-seed-3", "m-0.9-seed-3"]
+    assert [load_config(r.run_dir / "config.yaml").train.seed for r in outcome.variants] == [0, 0, 3, 3]
+    assert [load_config(r.run_dir / "config.yaml").model.momentum for r in outcome.variants] == [0.99, 0.9] * 2
     saved = json.loads(outcome.results.read_text())
-    assert [v["seed"] for v in saved["variants"]] == [0, 3]
+    assert [v["seed"] for v in saved["variants"]] == [0, 0, 3, 3]
     summary = saved["summary"][0]
-    knn = [r.knn_top1 for r in outcome.variants]
+    knn = [r.knn_top1 for r in outcome.variants if r.variant.label == "m = 0.99"]
+    assert summary["label"] == "m = 0.99" and summary["runs"] == ["m-0.99-seed-0", "m-0.99-seed-3"]
     assert summary["seeds"] == [0, 3] and summary["knn_top1"]["mean"] == pytest.approx(sum(knn) / 2)
     assert summary["knn_top1"]["min"] == min(knn) and summary["knn_top1"]["max"] == max(knn)
     assert "| m = 0.99 | 0, 3 |" in outcome.table.read_text()

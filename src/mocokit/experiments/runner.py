@@ -51,7 +51,9 @@ def run_experiment(experiment: Experiment, folder: Path, overrides: Sequence[str
     variants = experiment.variants_for(mode)
     if mode == "smoke" and len(variants) > 2:  # the first and the last: every code path, half the time
         variants = (variants[0], variants[-1])
-    runs = [(variant, seed) for variant in variants for seed in (experiment.seeds_for(mode) or (None,))]
+    # Seed by seed: every variant's first seed runs before any second seed, so that an experiment stopped part-way
+    # (or cut short for time) already compares all its variants once.
+    runs = [(variant, seed) for seed in (experiment.seeds_for(mode) or (None,)) for variant in variants]
     for number, (variant, seed) in enumerate(runs, 1):
         run_dir = folder / run_name(slug(variant.label), seed)
         preset, config_overrides = experiment.config_for(variant, mode, overrides, seed)
