@@ -60,6 +60,26 @@ def late_options(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), **given, "overrides": rest})
 
 
+def open_evaluation(args: argparse.Namespace, default_protocols=lambda _encoder: []):
+    """The evaluation session of `args.run` with the command's overrides and --protocol (`default_protocols`: a
+    function of the encoder naming the protocols when none is given; none: the evaluation config's defaults), this
+    process set to the run's train.threads."""
+    from mocokit.evaluation.session import open_session
+    from mocokit.training.process import configure_process
+
+    session = open_session(args.run, args.overrides, protocol=args.protocol, default_protocols=default_protocols)
+    configure_process(threads=session.encoder.config.train.threads)
+    return session
+
+
+def finetune_protocol(encoder) -> list[str]:
+    """The fine-tuning protocol of the encoder's backbone (finetune-vit or finetune-resnet), the default of
+    `mocokit finetune` and `mocokit transfer`."""
+    from mocokit.evaluation.config import default_finetune_protocol
+
+    return [default_finetune_protocol(encoder.is_vit)]
+
+
 def add_protocol_argument(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--protocol", default=None, metavar="NAME",
                         help=f"an evaluation preset (mocokit/presets/eval/) or a YAML file; default: {default}")

@@ -8,22 +8,18 @@ from mocokit.commands.common import (
     add_json_flag,
     add_protocol_argument,
     add_run_arguments,
+    finetune_protocol,
     finish_evaluation,
     late_options,
+    open_evaluation,
 )
 
 
 def run(args: argparse.Namespace) -> int:
-    from mocokit.evaluation.config import default_finetune_protocol
     from mocokit.evaluation.finetune import finetune
-    from mocokit.evaluation.session import open_session
-    from mocokit.training.process import configure_process
 
     args = late_options(args)
-
-    session = open_session(args.run, args.overrides, protocol=args.protocol,
-                           default_protocols=lambda e: [default_finetune_protocol(e.is_vit)])
-    configure_process(threads=session.encoder.config.train.threads)  # the run's train.threads
+    session = open_evaluation(args, default_protocols=finetune_protocol)
     result = finetune(session)
     print(f"fine-tuned: top-1 {result.top1:.4f}, top-5 {result.top5:.4f} [{result.seconds:.1f}s]")
     finish_evaluation(session, "finetune", {"command": "finetune", **session.describe(), **result.record()},

@@ -13,20 +13,17 @@ from mocokit.commands.common import (
     compare_with_random_init,
     finish_evaluation,
     late_options,
+    open_evaluation,
     open_random_init,
 )
 
 
 def run(args: argparse.Namespace) -> int:
     from mocokit.evaluation.knn_eval import knn_evaluation, pixel_knn_evaluation
-    from mocokit.evaluation.session import open_session
-    from mocokit.training.process import configure_process
 
     args = late_options(args)
-
-    session = open_session(args.run, args.overrides, protocol=args.protocol)
+    session = open_evaluation(args)
     baseline = open_random_init(args, session)
-    configure_process(threads=session.encoder.config.train.threads)  # the run's train.threads
     result = knn_evaluation(session)
     print(f"kNN (k={result.k}, τ={result.temperature}; {result.bank_images} bank, {result.query_images} query "
           f"images): top-1 {result.top1:.4f}, top-5 {result.top5:.4f}"

@@ -13,6 +13,7 @@ from mocokit.commands.common import (
     compare_with_random_init,
     finish_evaluation,
     late_options,
+    open_evaluation,
     open_random_init,
 )
 
@@ -20,8 +21,6 @@ from mocokit.commands.common import (
 def run(args: argparse.Namespace) -> int:
     from mocokit.evaluation.config import default_linear_protocol
     from mocokit.evaluation.linear import linear_probe
-    from mocokit.evaluation.session import open_session
-    from mocokit.training.process import configure_process
     from mocokit.training.runtime import resolve_device
 
     args = late_options(args)
@@ -30,9 +29,8 @@ def run(args: argparse.Namespace) -> int:
         on_gpu = resolve_device(encoder.config.train.device).type == "cuda"
         return [default_linear_protocol(encoder.config.model.version, encoder.is_vit, on_gpu)]
 
-    session = open_session(args.run, args.overrides, protocol=args.protocol, default_protocols=official_or_fast)
+    session = open_evaluation(args, default_protocols=official_or_fast)
     baseline = open_random_init(args, session)
-    configure_process(threads=session.encoder.config.train.threads)  # the run's train.threads
     result = linear_probe(session)
     print(f"linear probe ({result.mode}): top-1 {result.top1:.4f}, top-5 {result.top5:.4f} "
           f"[{result.seconds:.1f}s; every backbone tensor unchanged]")
