@@ -127,6 +127,9 @@ def test_an_interrupted_budgeted_run_resumes_to_the_same_plan_lrs_and_weights(ti
     # the time spent adds both invocations up to their checkpoints; the first one stopped after step 14
     (final,) = records(run, "final")
     assert final["seconds_spent"]["training"] == pytest.approx(40 * STEP_S)
+    # and so do its minutes (what the experiment tables report); the second invocation's own wall time beside them
+    assert final["minutes"] == pytest.approx(sum(final["seconds_spent"].values()) / 60)
+    assert final["minutes"] >= 40 * STEP_S / 60 and final["minutes_this_invocation"] == pytest.approx(second.minutes)
 
 
 def test_a_checkpoint_written_before_the_plan_or_by_an_older_mocokit_resumes(tiny_images, tmp_path, clock):

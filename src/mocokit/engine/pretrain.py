@@ -514,7 +514,10 @@ class Pretraining:
         knn, baseline = state.knn or KnnScore(None, None), state.baseline or KnnScore(None, None)
         if completed and not already_complete:
             spent = self.account.total()
-            self.log({"kind": "final", "step": state.steps_done, "epoch": state.epochs_done, "minutes": minutes,
+            # minutes: the run's time over all its invocations (a resumed run's earlier ones up to their last
+            # checkpoint), as its experiment tables report it; minutes_this_invocation: this one's wall time
+            self.log({"kind": "final", "step": state.steps_done, "epoch": state.epochs_done,
+                      "minutes": sum(spent.values()) / 60, "minutes_this_invocation": minutes,
                       "knn_top1": knn.top1, "knn_top5": knn.top5, "baseline_top1": baseline.top1,
                       **({"pixel_top1": pixels.top1} if pixels is not None else {}),
                       "seconds_spent": spent,
