@@ -1,6 +1,8 @@
 """A fresh queue (memory bank) filled before the first step with the keys the step itself would compute: checked
 against keys computed here, independently, from the images and augmentations of "epoch -1", with shuffle BN
-replayed from the generator state the fill started from; nothing but the dictionary changes."""
+replayed from the generator state the fill started from; nothing but the dictionary changes. On two processes
+(gloo) the gathers must put every process's keys and image ids in the global batch's order, and each process hold
+the whole dictionary."""
 
 from __future__ import annotations
 
@@ -136,3 +138,74 @@ def test_dictionaries_without_stored_keys_are_left_alone(tiny_images):
     said = []
     assert fill_dictionary(parts.run_step, data.loader, said.append) is None
     assert said == []
+
+
+def _fill_on_two_processes(rank: int, world: int, init_file: str, images, overrides, results) -> None:
+    """One of two gloo processes: the run's data and model for this rank (8 of each global batch of 16), then the
+    fill from a fixed generator state; the filled dictionary goes back to the test."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        _cfg, data, parts = _parts(images, *overrides)
+        torch.manual_seed(1234)  # shuffle BN's permutations: drawn on rank 0, broadcast
+        fill_dictionary(parts.run_step, data.loader, lambda _m: None)
+        results[rank] = {name: b.clone() for name, b in parts.model.dictionary.named_buffers()}
+    finally:
+        dist.destroy_process_group()
+
+
+def _filled_on_two_processes(images, tmp_path, overrides) -> dict:
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_fill_on_two_processes, args=(2, str(tmp_path / "init"), images, overrides, results), nprocs=2,
+             join=True)
+    for name, buffer in results[0].items():  # every process holds the whole dictionary
+        assert torch.equal(buffer, results[1][name]), name
+    return results[0]
+
+
+def _per_process(encoder, x):
+    """The encoder on the global batch as two processes run it: each on its half, BatchNorm over its 8 images."""
+    return torch.cat([encoder(x[:8]), encoder(x[8:])])
+
+
+def test_two_processes_fill_the_queue_with_the_global_batches_keys_in_order(tiny_images, tmp_path):
+    # K = 40, global batch 16 (8 per process), symmetric: ceil(40 / 32) = 2 global batches, keys of both views
+    overrides = ("model.queue_size=40", "model.bn_splits=2")  # 2 processes: one BatchNorm group each
+    filled = _filled_on_two_processes(tiny_images, tmp_path, overrides)
+    # the reference on one process: the same initial weights (train.seed), one BN group per half of the batch
+    cfg, data, parts = _parts(tiny_images, "model.queue_size=40", "model.bn_splits=1")
+    reference = copy.deepcopy(parts.model.momentum_encoder).train()
+    sequence = _sequence(data, 32)
+    expected_keys, expected_ids = [], []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(1234)
+        for b in range(2):
+            keys = sequence[16 * b: 16 * (b + 1)]
+            view1, view2 = _views(data, keys, cfg.train.seed)
+            k2, k1 = (_shuffled_keys(lambda x: _per_process(reference, x), v) for v in (view2, view1))
+            expected_keys += [k1, k2]  # view 2's keys computed first, stored after view 1's
+            expected_ids += [torch.tensor([i for _, i in keys])] * 2
+    torch.testing.assert_close(filled["keys"], torch.cat(expected_keys)[:40], rtol=0, atol=1e-5)
+    assert torch.equal(filled["ids"], torch.cat(expected_ids)[:40]) and int(filled["ptr"]) == 0
+
+
+def test_two_processes_fill_the_memory_bank_with_each_images_query_feature(tiny_images, tmp_path):
+    # 40 images, global batch 16: 3 batches, the last completed by 8 images of epoch -2 (not written)
+    overrides = ("model.dictionary=memory_bank", "model.queue_size=8", "model.symmetric=false", "data.max_images=40")
+    filled = _filled_on_two_processes(tiny_images, tmp_path, (*overrides, "model.bn_splits=2"))
+    cfg, data, parts = _parts(tiny_images, *overrides, "model.bn_splits=1")
+    reference = copy.deepcopy(parts.model.encoder).train()
+    expected = torch.zeros(40, 128)
+    sequence = _sequence(data, 48)
+    with torch.no_grad():
+        for b in range(3):
+            keys = sequence[16 * b: 16 * (b + 1)]
+            view1, _view2 = _views(data, keys, cfg.train.seed)
+            features = F.normalize(_per_process(reference, view1), dim=1)
+            for row, (epoch, index) in enumerate(keys):
+                if epoch == -1:
+                    expected[index] = features[row]
+    torch.testing.assert_close(filled["features"], expected, rtol=0, atol=1e-5)
