@@ -38,9 +38,11 @@ experiment: install
 
 # The suite in TEST_WORKERS processes (pytest-xdist), a test file per process at a time so that a file's shared
 # fixtures run once; each process gets its share of the cores (tests/conftest.py). TEST_WORKERS=0: one process.
+# PYTEST_ARGS: more pytest options, e.g. PYTEST_ARGS=--durations=20 (the slowest tests) or PYTEST_ARGS="-k knn".
 TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
 test: install-dev
-	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # Step throughput against a plain eager MoCo, FLOP/s, peak memory, an end-to-end epoch: a table, and
 # benchmarks/results.json (about 12 minutes on 2 CPU cores; ARGS="--tiny" checks in seconds that it runs).
