@@ -1,6 +1,7 @@
 """Tiny pretraining runs, built once per session, for the evaluation tests: a CIFAR ResNet and a ViT, pretrained
 for one epoch on a generated 3-class image folder (classes differ by colour, so features separate them)."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,13 @@ def _pretrained_run(root: Path, images: Path, preset: str, extra: list[str]) -> 
                                f"data.root={root.parent / 'data-root'}"])
     pretrain(cfg, echo=lambda _message: None)
     return root
+
+
+def private_copy(run: Path, destination: Path) -> Path:
+    """A copy of a session-wide run without the feature caches and evaluation outputs that other tests of the
+    session may have left in it, for a test that writes or counts them."""
+    shutil.copytree(run, destination, ignore=shutil.ignore_patterns("cache", "eval"))
+    return destination
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """The feature cache: hit on the second call, missed when the checkpoint, the data or the subset changes."""
 
 import os
-import shutil
 
 import torch
 
@@ -10,14 +9,15 @@ from mocokit.evaluation.knn_eval import knn_evaluation
 from mocokit.evaluation.session import open_session
 from mocokit.training.checkpoint import load_checkpoint, save_checkpoint
 
+from .conftest import private_copy
+
 
 def session_for(run, *overrides):
     return open_session(run, [*overrides], echo=lambda _m: None)
 
 
 def test_second_call_reads_the_cache_and_a_rewritten_checkpoint_invalidates_it(resnet_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(resnet_run, run)
+    run = private_copy(resnet_run, tmp_path / "run")  # other tests may have cached this run's features
     first = knn_evaluation(session_for(run, "knn.k=5"))
     entries = sorted((run / "cache").glob("features-*.pt"))
     assert not first.cached and len(entries) == 2  # bank and queries
@@ -39,8 +39,7 @@ def test_second_call_reads_the_cache_and_a_rewritten_checkpoint_invalidates_it(r
 
 
 def test_other_data_settings_and_subsets_get_their_own_entries(resnet_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(resnet_run, run)
+    run = private_copy(resnet_run, tmp_path / "run")  # other tests may have cached this run's features
     session = session_for(run, "eval.test_images=9")
     knn_evaluation(session)
     knn_evaluation(session_for(run, "eval.test_images=12"))  # another query subset: the bank is shared
