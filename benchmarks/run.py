@@ -2,7 +2,8 @@
 
     python benchmarks/run.py                    # the full benchmark (about 20 minutes on 2 quiet CPU cores)
     python benchmarks/run.py --compiled ""      # without the compiled variants
-    python benchmarks/run.py --tiny --out x.json   # tiny models and data: checks that everything runs (~2 minutes)
+    python benchmarks/run.py --tiny --out x.json   # tiny models and data: checks that everything runs (~5 minutes)
+    python benchmarks/run.py --tiny --compile-backend aot_eager   # the same without Inductor's code generation (~1 min)
     python benchmarks/run.py --device cuda --precision bf16
 
 1. Step throughput (images/s): mocokit's eager step (the engine's StepRunner) and, for the --compiled workloads,
@@ -116,7 +117,7 @@ def momentum_schedule(cfg: Config):
 
 
 def build_variant(name: str, workload: Workload, device: torch.device, dtype: torch.dtype | None,
-                  compile: bool) -> Variant:
+                  compile: bool, compile_backend: str = "inductor") -> Variant:
     """`baseline`: PlainMoCo, eager. `mocokit` / `compiled`: the engine's StepRunner on the MoCo model, as configured
     by the preset (memory format), compiled when `compile` (train.compile_scope's default: each network on its own).
     Same initial weights, views and optimiser for all."""
@@ -143,7 +144,7 @@ def build_variant(name: str, workload: Workload, device: torch.device, dtype: to
         moco = moco.to(memory_format=torch.channels_last)
     variant = Variant(None)
     runner = StepRunner(moco, build_optimizer(moco, cfg.optim, lr), device, autocast,
-                        channels_last=cfg.train.channels_last, compile=compile,
+                        channels_last=cfg.train.channels_last, compile=compile, compile_backend=compile_backend,
                         on_compiled=variant.compile_seconds.append)
     variant.step = lambda: runner((x1, x2), lr, momentum()).loss
     return variant
@@ -222,7 +223,7 @@ def _answer(command: dict, state: dict) -> dict:
         dtype = torch.bfloat16 if command["precision"] == "bf16" else None
         state["device"] = device
         state["variant"] = build_variant(command["variant"], Workload(**command["workload"]), device, dtype,
-                                         command["compile"])
+                                         command["compile"], command["compile_backend"])
         return {}
     if op == "dynamo":
         return dict(zip(("graphs", "breaks"), dynamo_counts()))
@@ -253,7 +254,8 @@ def bench_step(key: str, workload: Workload, workers: dict[str, Worker], args, d
     graphs0 = dynamo_worker.ask(op="dynamo")
     for name, worker in workers.items():
         worker.ask(op="build", variant=name, workload=asdict(workload), device=str(device),
-                   precision=args.precision, compile=name == "compiled", threads=args.threads)
+                   precision=args.precision, compile=name == "compiled", threads=args.threads,
+                   compile_backend=args.compile_backend)
     first = {}
     for name, worker in workers.items():
         first[name] = worker.ask(op="first")
@@ -307,7 +309,8 @@ def bench_step(key: str, workload: Workload, workers: dict[str, Worker], args, d
             worker = Worker(warm_env)
             try:
                 worker.ask(op="build", variant="compiled", workload=asdict(workload), device=str(device),
-                           precision=args.precision, compile=True, threads=args.threads)
+                           precision=args.precision, compile=True, threads=args.threads,
+                           compile_backend=args.compile_backend)
                 seconds = worker.ask(op="first")["compiled_seconds"] - step_seconds["compiled"]
             finally:
                 worker.close()
@@ -392,7 +395,9 @@ def table(results: dict) -> str:
             f"{row['flops_per_s']['mocokit'] / 1e9:.1f} ({row['flops_per_s']['mocokit'] / matmul:.0%}) | {memory} |")
     compiled = {k: row for k, row in results["steps"].items() if row.get("compiled")}
     if compiled:
-        lines += ["", "torch.compile (train.compile_scope=networks), the same run:", "",
+        backend = results.get("compile_backend", "inductor")
+        backend_note = "" if backend == "inductor" else f", backend {backend}"
+        lines += ["", f"torch.compile (train.compile_scope=networks{backend_note}), the same run:", "",
                   "| workload | compiled images/s | × plain eager baseline | × mocokit eager | first compile | warm "
                   "compile (new processes) | peak tensor memory, compiled / baseline |",
                   "|---|---|---|---|---|---|---|"]
@@ -469,6 +474,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="comma-separated workloads also measured compiled (default v2,demo; tiny: demo; empty: "
                              "none): compile times reported apart, then --warm-runs new processes compile again "
                              "with the kernel cache filled")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile's backend for the compiled variants (default inductor, what training "
+                             "uses); aot_eager traces the same graphs without generating code: the tiny test's "
+                             "check that the compiled path runs, in seconds instead of minutes, with no speed-up")
     parser.add_argument("--warm-runs", type=int, default=None,
                         help="warm compiles of the demo workload (see --compiled; default 2, tiny: 1)")
     parser.add_argument("--no-epoch", dest="epoch", action="store_false", help="skip the end-to-end epoch")
@@ -499,7 +508,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: dict = {"machine": machine(device), "tiny": args.tiny, "precision": args.precision,
                      "date": time.strftime("%Y-%m-%d %H:%M"), "reps": args.reps, "steps_per_rep": args.steps,
-                     "compiled": sorted(args.compiled), "steps": {}}
+                     "compiled": sorted(args.compiled), "compile_backend": args.compile_backend, "steps": {}}
     results["matmul_side"] = 1024 if args.tiny else 4096
     results["matmul_flops_per_s"] = summary(matmul_flops_per_s(device, dtype or torch.float32, results["matmul_side"]))
     keys = list(filter(None, args.workloads.split(",")))

@@ -148,7 +148,7 @@ def test_ctrl_c_checkpoints_at_a_step_boundary_and_the_run_continues(tiny_images
 
     run = tmp_path / "run"
     command = [sys.executable, "-m", "mocokit", "pretrain", "v2-cifar10", *TINY, f"data.path={tiny_images}",
-               f"run.dir={run}", "train.epochs=30", "run.log_every_steps=1", "monitor.knn_every_epochs=0"]
+               f"run.dir={run}", "train.epochs=10", "run.log_every_steps=1", "monitor.knn_every_epochs=0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 120
@@ -159,11 +159,11 @@ def test_ctrl_c_checkpoints_at_a_step_boundary_and_the_run_continues(tiny_images
     assert process.returncode == 130, output
     assert "SIGINT received" in output and "Traceback" not in output
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert 6 <= saved["step"] < 30 * 4
+    assert 6 <= saved["step"] < 10 * 4
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert f"epoch {saved['epoch']}, step {saved['step']}" in finished.stdout  # it resumed, not restarted
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 30 * 4
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 10 * 4
 
 
 @pytest.mark.parametrize("augment", ["per_image", "batched"])

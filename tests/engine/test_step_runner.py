@@ -50,7 +50,7 @@ def graphs(monkeypatch):
         recorded.append(graph_module)
         return graph_module.forward
 
-    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: real_compile(model, backend=backend, **kwargs))
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: real_compile(model, **{**kwargs, "backend": backend}))
     torch._dynamo.reset()
     yield recorded
     torch._dynamo.reset()

@@ -49,6 +49,7 @@ class StepRunner:
     # own (MoCo.networks: backbones, heads, predictor; used by the step's forward only), `step` the whole forward.
     compile: bool = False
     compile_scope: str = "networks"
+    compile_backend: str = "inductor"  # torch.compile's backend: "aot_eager" traces without generating code
     on_compiled: Callable[[float], None] | None = None
 
     def __post_init__(self) -> None:
@@ -72,9 +73,10 @@ class StepRunner:
         if on == self.compiled:
             return
         if self.compile_scope == "step":
-            self._forward = torch.compile(self.model) if on else self.model
+            self._forward = torch.compile(self.model, backend=self.compile_backend) if on else self.model
         else:  # compiled calls of each network, put in place for the step's forward only (see _networks_compiled)
-            self._compiled_calls = [(n, torch.compile(n._call_impl)) for n in self.moco.networks()] if on else []
+            self._compiled_calls = [(n, torch.compile(n._call_impl, backend=self.compile_backend))
+                                   for n in self.moco.networks()] if on else []
         self.compiled = self._compile_pending = on
 
     def _networks_compiled(self) -> AbstractContextManager:
