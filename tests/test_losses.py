@@ -171,6 +171,35 @@ def test_debiased_with_no_class_prior_is_info_nce_unless_the_floor_binds():
                                                                                 rel=1e-9)
 
 
+def test_debiased_gradient_on_the_positive_grows_with_the_number_of_negatives():
+    # closed form, one row: loss = −l⁺ + log(e^l⁺ + M·g), g = (mean_neg e^l − τ⁺·e^l⁺)/(1 − τ⁺) above the floor, so
+    # ∂loss/∂l⁺ = −1 + p·(1 − M·τ⁺/(1 − τ⁺)) with p = e^l⁺/(e^l⁺ + M·g): up to M·τ⁺/(1 − τ⁺) in size where
+    # InfoNCE's (−1 + p) is at most 1. With a queue (M = 4,096, τ⁺ = 0.1) that is 455: why the medium
+    # false-negatives run's debiased loss needs a smaller learning rate than the papers' (docs/experiments.md).
+    negatives, tau_plus, temperature = 4096, 0.1, 0.1
+    negative_logits = torch.linspace(-1.0, 1.5, negatives, dtype=torch.float64)
+    mean_negative = negative_logits.exp().mean().item()
+    # the positive just below the point where τ⁺·e^l⁺ reaches the negatives' mean (where the loss is heading)
+    positive_logit = math.log(0.999 * mean_negative / tau_plus)
+    logits = torch.cat([torch.tensor([positive_logit], dtype=torch.float64), negative_logits])[None].requires_grad_()
+    debiased_info_nce(logits, torch.tensor([0]), tau_plus, temperature).backward()
+    exp_positive = math.exp(positive_logit)
+    g = (mean_negative - tau_plus * exp_positive) / (1 - tau_plus)
+    assert g > math.exp(-1 / temperature)  # above the floor: the formula holds
+    p = exp_positive / (exp_positive + negatives * g)
+    expected = -1 + p * (1 - negatives * tau_plus / (1 - tau_plus))
+    assert logits.grad[0, 0].item() == pytest.approx(expected, rel=1e-9)
+    assert abs(expected) > 100  # far beyond InfoNCE's bound of 1
+
+
+def test_debiased_negatives_get_no_gradient_once_the_floor_binds():
+    # the positive far above every negative: mean_neg e^l < τ⁺·e^l⁺, so g = e^(−1/T), a constant
+    logits = torch.tensor([[5.0, -5.0, -4.0, -4.5]], dtype=torch.float64, requires_grad=True)
+    debiased_info_nce(logits, torch.tensor([0]), 0.1, 0.2).backward()
+    assert torch.equal(logits.grad[0, 1:], torch.zeros(3, dtype=torch.float64))
+    assert logits.grad[0, 0].item() < 0
+
+
 def test_accuracy_with_several_positives_counts_any_of_them():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.0]])
     positives = torch.tensor([[True, True, False], [False, False, True]])
