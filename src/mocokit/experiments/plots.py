@@ -85,7 +85,8 @@ def bars(experiment: Experiment, results: list[VariantResult], path: Path) -> Pa
                                       for s in summaries], rotation=20, ha="right")
     axis.set_ylabel("%")
     axis.grid(axis="y", alpha=0.3)
-    axis.legend()
+    axis.set_ylim(0, axis.get_ylim()[1] * 1.25)  # headroom: the legend's row sits above the bars, not on them
+    axis.legend(loc="upper center", ncol=3, fontsize=8)
     return _save(figure, path, experiment.title)
 
 
