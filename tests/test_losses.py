@@ -175,7 +175,7 @@ def test_debiased_gradient_on_the_positive_grows_with_the_number_of_negatives():
     # closed form, one row: loss = −l⁺ + log(e^l⁺ + M·g), g = (mean_neg e^l − τ⁺·e^l⁺)/(1 − τ⁺) above the floor, so
     # ∂loss/∂l⁺ = −1 + p·(1 − M·τ⁺/(1 − τ⁺)) with p = e^l⁺/(e^l⁺ + M·g): up to M·τ⁺/(1 − τ⁺) in size where
     # InfoNCE's (−1 + p) is at most 1. With a queue (M = 4,096, τ⁺ = 0.1) that is 455: why the medium
-    # false-negatives run's debiased loss needs a smaller learning rate than the papers' (docs/experiments.md).
+    # false-negatives run's debiased loss collapsed and trained with τ⁺ = 0.01 (docs/experiments.md).
     negatives, tau_plus, temperature = 4096, 0.1, 0.1
     negative_logits = torch.linspace(-1.0, 1.5, negatives, dtype=torch.float64)
     mean_negative = negative_logits.exp().mean().item()
