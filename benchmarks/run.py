@@ -2,8 +2,8 @@
 
     python benchmarks/run.py                    # the full benchmark (about 20 minutes on 2 quiet CPU cores)
     python benchmarks/run.py --compiled ""      # without the compiled variants
-    python benchmarks/run.py --tiny --out x.json   # tiny models and data: checks that everything runs (~5 minutes)
-    python benchmarks/run.py --tiny --compile-backend aot_eager   # the same without Inductor's code generation (~1 min)
+    python benchmarks/run.py --tiny --out x.json   # tiny models and data: checks that everything runs (~7 minutes)
+    python benchmarks/run.py --tiny --compile-backend aot_eager   # the same, no Inductor codegen (~3 minutes)
     python benchmarks/run.py --device cuda --precision bf16
 
 1. Step throughput (images/s): mocokit's eager step (the engine's StepRunner) and, for the --compiled workloads,
